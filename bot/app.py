@@ -1,0 +1,127 @@
+"""Wires store, transports, router, dispatchers and scheduler; runs until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import handlers  # noqa: F401  (registers every command)
+from bot.config import Settings
+from bot.dispatcher import Dispatcher
+from bot.messages import Incoming
+from bot.router import Router, Services
+from bot.scheduler import Scheduler
+from bot.transports.base import Transport
+from storage import outbox
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+DRAIN_GRACE = 10.0
+
+
+def services_for(store: Store, settings: Settings) -> Services:
+    return Services(
+        index_key=store.subkeys.index,
+        invite_only=settings.invite_only,
+        default_language=settings.language,
+        default_timezone=settings.timezone,
+        sealing_public=store.slots.sealing_public,
+    )
+
+
+class App:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        transports: list[Transport],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.transports = transports
+        self.clock = clock
+        self.services = services_for(store, settings)
+        self.router = Router(self.services, clock=clock)
+        self.dispatchers = {t.name: Dispatcher(store.db, t, clock) for t in transports}
+        self.scheduler = Scheduler(store.db, self.wake_all, clock)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def wake_all(self) -> None:
+        for d in self.dispatchers.values():
+            d.wake()
+
+    async def deliver(self, msg: Incoming) -> None:
+        """Handle one incoming message durably; raises if it could not be stored."""
+        await self.store.db.run(self.router.process, msg)
+        self.wake_all()  # a handler may have written rows for any transport
+
+    async def settle(self) -> None:
+        """Wait until every due outbox row has been handed to its transport (console, tests)."""
+        while True:
+            depth = await self.store.db.run(outbox.depth)
+            busy = any(d._active for d in self.dispatchers.values())
+            due = any(
+                states.get("pending", 0) or states.get("sending", 0) for states in depth.values()
+            )
+            if not busy and not due:
+                return
+            await asyncio.sleep(0.01)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recovered = await self.store.db.run(outbox.recover_in_flight)
+        if recovered:
+            log.info("re-queued %d messages that were in flight at the last stop", recovered)
+        for d in self.dispatchers.values():
+            self._tasks.append(asyncio.create_task(d.run()))
+        self.scheduler.start()
+        started: list[Transport] = []
+        try:
+            for t in self.transports:
+                await t.start(self.deliver)
+                started.append(t)
+                link = t.invite_link_prefix()
+                if link:
+                    self.services.bot_links[t.name] = link
+            log.info("running with %d transport(s)", len(started))
+            await stop.wait()
+        finally:
+            log.info("stopping: intake first, then draining the outbox")
+            for t in started:
+                try:
+                    await t.stop()
+                except Exception as exc:
+                    log.warning("transport %s did not stop cleanly: %s", t.name, type(exc).__name__)
+            self.scheduler.stop()
+            for d in self.dispatchers.values():
+                await d.drain(DRAIN_GRACE)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def build_transports(settings: Settings) -> list[Transport]:
+    """The transports the configuration enables; each module is imported only when used."""
+    out: list[Transport] = []
+    if settings.telegram_enabled:
+        from bot.transports.telegram import TelegramTransport
+
+        out.append(TelegramTransport(settings))
+    if settings.signal_enabled:
+        from bot.transports.signal import SignalTransport
+
+        out.append(SignalTransport(settings))
+    return out
+
+
+def upcoming_jobs(conn: object) -> list[tuple[str, str]]:
+    from bot.scheduler import UPCOMING
+
+    found: list[tuple[str, str]] = []
+    for source in UPCOMING:
+        found += source(conn)  # type: ignore[arg-type]
+    return sorted(found)[:5]

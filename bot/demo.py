@@ -1,0 +1,74 @@
+"""The embedded demo: a seeded network on the console transport, nothing to configure."""
+
+from __future__ import annotations
+
+import time
+
+from handlers.invites import create_invite
+from storage import cases, members
+from storage.db import Connection
+
+DEMO_PASSPHRASE = "demo-only-not-secret"  # noqa: S105  (the demo holds invented people only)
+
+PERSONAS = {
+    "admin": "Ada, who runs this network (admin)",
+    "coordinator": "Chen, a coordinator",
+    "relative": "Rana, sister of Nasrin Sotoudeh-Demo (family)",
+    "activist": "Alex, a supporter (activist)",
+    "newcomer": "someone who just found the bot (not a member yet)",
+}
+
+CASES = [
+    ("ales-demo", "Ales Demo-Bialiatski", "public"),
+    ("narges-demo", "Narges Demo-Mohammadi", "public"),
+    ("aung-demo", "Aung Demo-Kyi", "public"),
+    ("nasrin-demo", "Nasrin Sotoudeh-Demo", "restricted"),
+]
+
+INTRO = """\
+Welcome to the Vigil demo. Everything here is invented and lives in a throw-away store.
+
+You can be any of these people; switch with  :as NAME  (list with :who, leave with :quit):
+  admin, coordinator, relative, activist, newcomer
+
+A short tour:
+  1. You are the newcomer. Send /start, then /cases and /case ales-demo.
+  2. :as relative    then /help: a relative sees what a relative may do.
+  3. :as coordinator then /invite activist  — an invite code to pass on.
+  4. :as newcomer    then /start CODE with that code.
+Menus are numbered: answer with the number. Every command is in /help.
+"""
+
+
+def seed(conn: Connection, index_key: bytes) -> None:
+    now = time.time()
+    made = {slug: cases.create(conn, slug, name, vis, now) for slug, name, vis in CASES}
+    roles = {
+        "admin": "admin",
+        "coordinator": "coordinator",
+        "relative": "family",
+        "activist": "activist",
+    }
+    for persona, role in roles.items():
+        m = members.create(
+            conn,
+            role=role,
+            transport="console",
+            address=persona,
+            chat=persona,
+            now=now,
+            language="en",
+        )
+        if persona == "relative":
+            cases.link_member(conn, made["nasrin-demo"].id, m.id, "family")
+    # One ready invite so the newcomer can try redeeming without switching personas first.
+    create_invite(
+        conn,
+        index_key,
+        role="activist",
+        case_slug=None,
+        uses=5,
+        expires_in=86400,
+        created_by=None,
+        now=now,
+    )

@@ -1,0 +1,113 @@
+"""Translations: gettext catalogs managed with Babel, loaded per member language.
+
+Catalogs are read from the `.po` sources at start and compiled in memory, so a checkout needs
+no build step. A missing or broken translation falls back to the English source, never a crash.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+log = logging.getLogger(__name__)
+
+LOCALES_DIR = Path(__file__).parent / "locales"
+DOMAIN = "vigil"
+DEFAULT_LANGUAGE = "en"
+
+
+def N_(message: str) -> str:
+    """Marks a string for extraction where it is translated later (command summaries)."""
+    return message
+
+
+@functools.cache
+def available_languages() -> tuple[str, ...]:
+    found = {DEFAULT_LANGUAGE}
+    if LOCALES_DIR.is_dir():
+        for po in LOCALES_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"):
+            found.add(po.parent.parent.name)
+    return tuple(sorted(found))
+
+
+def normalize_language(code: str | None) -> str | None:
+    """Map `ru-RU`, `pt_BR`, `RU` to a catalog we have, or None."""
+    if not code:
+        return None
+    base = code.strip().replace("-", "_").split("_")[0].lower()[:8]
+    return base if base in available_languages() else None
+
+
+@functools.cache
+def _catalog(language: str) -> NullTranslations:
+    po_path = LOCALES_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if language == DEFAULT_LANGUAGE or not po_path.exists():
+        return NullTranslations()
+    try:
+        with po_path.open("rb") as f:
+            catalog = read_po(f, locale=language)
+        buf = io.BytesIO()
+        # Fuzzy entries are unreviewed guesses: better English than a wrong word to a relative.
+        write_mo(buf, catalog, use_fuzzy=False)
+        buf.seek(0)
+        return Translations(buf, domain=DOMAIN)
+    except Exception:
+        log.exception("catalog for %s unreadable; falling back to English", language)
+        return NullTranslations()
+
+
+class Translator:
+    """`_("Hello {name}", name=...)`: translate, then fill placeholders."""
+
+    def __init__(self, language: str | None) -> None:
+        self.language = normalize_language(language) or DEFAULT_LANGUAGE
+        self._t = _catalog(self.language)
+
+    def __call__(self, message: str, **values: Any) -> str:
+        return _fill(self._t.gettext(message), message, values)
+
+    def plural(self, singular: str, plural: str, n: int, **values: Any) -> str:
+        values.setdefault("n", n)
+        source = singular if n == 1 else plural
+        return _fill(self._t.ngettext(singular, plural, n), source, values)
+
+    @property
+    def locale(self) -> Locale:
+        try:
+            return Locale.parse(self.language)
+        except (UnknownLocaleError, ValueError):
+            return Locale.parse(DEFAULT_LANGUAGE)
+
+    def datetime(self, when: datetime, timezone: str | None) -> str:
+        tz = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
+        return format_datetime(when, format="medium", tzinfo=tz, locale=self.locale)
+
+
+def _fill(translated: str, source: str, values: dict[str, Any]) -> str:
+    if not values:
+        return translated
+    try:
+        return translated.format(**values)
+    except (KeyError, IndexError, ValueError):
+        log.warning("translation placeholders do not match the source; using English")
+        return source.format(**values)
+
+
+def language_name(code: str) -> str:
+    """The language's own name for itself, for menus."""
+    try:
+        name = Locale.parse(code).get_display_name(code) or code
+    except (UnknownLocaleError, ValueError):
+        return code
+    return name[:1].upper() + name[1:]

@@ -1,0 +1,90 @@
+"""The transport protocol: what every platform adapter offers the core, and how sends fail."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.messages import Attachment, Incoming, Outgoing
+
+Deliver = Callable[[Incoming], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """A send did not succeed. Messages carry an error kind only, never content or ids."""
+
+
+class RetryLater(DeliveryError):
+    """Temporary: 429, 5xx, timeout, connection lost. `retry_after` is the platform's wish."""
+
+    def __init__(self, kind: str, retry_after: float | None = None, *, maybe_sent: bool = False):
+        super().__init__(kind)
+        self.kind = kind
+        self.retry_after = retry_after
+        # True when the request may have reached the platform (timeout after sending).
+        self.maybe_sent = maybe_sent
+
+
+class Rejected(DeliveryError):
+    """Permanent for this message (bad request): retrying cannot help."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class RecipientGone(Rejected):
+    """The person blocked the bot or left the platform: stop delivering to that chat."""
+
+
+class MaybeSent(DeliveryError):
+    """The platform answered with an error that does not prove non-delivery (Signal 400/429)."""
+
+    def __init__(self, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Platform send limits the dispatcher keeps to (messages per second)."""
+
+    per_second: float = 30.0
+    per_chat_per_second: float = 1.0
+    chat_burst: int = 3
+    in_flight: int = 8  # concurrent requests; also bounds duplicates after a crash
+
+
+class Transport(abc.ABC):
+    name: str
+    limits: Limits = Limits()
+
+    @abc.abstractmethod
+    async def start(self, deliver: Deliver) -> None:
+        """Begin receiving. `deliver` returns once the message is durably handled; a transport
+        confirms a message to its platform only after that."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving (intake first, so nothing arrives that cannot be handled)."""
+
+    @abc.abstractmethod
+    async def send(self, out: Outgoing) -> str | None:
+        """Deliver one message; returns the platform's message reference if it has one."""
+
+    async def fetch_attachment(self, attachment: Attachment, max_bytes: int) -> bytes | None:
+        """The attachment's bytes, or None when it is too large or unavailable."""
+        return None
+
+    async def delete_incoming(self, chat: str, message_ref: str) -> None:
+        """Remove a person's message from the chat where the platform allows it."""
+        return None
+
+    async def probe(self) -> str:
+        """A short, secret-free health line for `vigil status`."""
+        return "configured"
+
+    def invite_link_prefix(self) -> str | None:
+        return None

@@ -1,0 +1,152 @@
+"""Joining: /start with or without an invite code, /help, /cancel."""
+
+from __future__ import annotations
+
+from bot.i18n import N_
+from bot.router import ANYONE, Context, UserError, registry
+from storage import cases, crypto, invites, members, ratelimits
+
+ROLE_RANK = {"activist": 0, "family": 1, "coordinator": 2, "admin": 3}
+
+# Invite brute force: 5 tries per 15 minutes per sender, then locked out for an hour.
+REDEEM_LIMIT = 5
+REDEEM_WINDOW = 15 * 60
+REDEEM_LOCKOUT = 60 * 60
+
+
+def role_name(ctx: Context, role: str) -> str:
+    names = {
+        "activist": ctx._("supporter"),
+        "family": ctx._("relative"),
+        "coordinator": ctx._("coordinator"),
+        "admin": ctx._("administrator"),
+    }
+    return names.get(role, role)
+
+
+@registry.command("start", roles=ANYONE, summary=N_("join, or redeem an invite code"), order=0)
+def start(ctx: Context, args: str) -> None:
+    code = args.split()[0] if args.split() else ""
+    if code:
+        _redeem(ctx, code)
+        return
+    if ctx.member is not None:
+        ctx.reply(ctx._("You are already a member. Send /help to see what you can do."))
+        return
+    if ctx.services.invite_only:
+        ctx.reply(
+            ctx._(
+                "This network is invite-only. Ask a coordinator you know for an invite code, "
+                "then send /start CODE."
+            )
+        )
+        return
+    ctx.member = members.create(
+        ctx.conn,
+        role="activist",
+        transport=ctx.incoming.transport,
+        address=ctx.incoming.sender,
+        chat=ctx.incoming.chat,
+        now=ctx.now,
+        language=_language_for_new(ctx),
+    )
+    ctx.reply(
+        ctx._(
+            "Welcome to Vigil. Here you can follow the cases of people imprisoned for their "
+            "beliefs, hear about hearings and transfers, and join solidarity actions.\n\n"
+            "Send /cases to see the cases, /subscribe to follow one, /help for everything else."
+        )
+    )
+
+
+def _language_for_new(ctx: Context) -> str | None:
+    from bot.i18n import normalize_language
+
+    return normalize_language(ctx.incoming.language_hint) or ctx.services.default_language
+
+
+def _redeem(ctx: Context, code: str) -> None:
+    bucket = "redeem:" + crypto.keyed_hash(
+        ctx.services.index_key, f"{ctx.incoming.transport}:{ctx.incoming.sender}"
+    )
+    if not ratelimits.hit(
+        ctx.conn,
+        bucket,
+        limit=REDEEM_LIMIT,
+        window=REDEEM_WINDOW,
+        lockout=REDEEM_LOCKOUT,
+        now=ctx.now,
+    ):
+        ctx.reply(ctx._("Too many attempts. Please wait an hour before trying another code."))
+        return
+    invite = invites.redeem(ctx.conn, ctx.services.index_key, code, ctx.now)
+    if invite is None:
+        ctx.reply(ctx._("This code is not valid: it may be mistyped, expired or already used."))
+        return
+    member = ctx.member
+    if member is None:
+        member = members.create(
+            ctx.conn,
+            role=invite.role,
+            transport=ctx.incoming.transport,
+            address=ctx.incoming.sender,
+            chat=ctx.incoming.chat,
+            now=ctx.now,
+            language=_language_for_new(ctx),
+        )
+    elif ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
+        members.set_role(ctx.conn, member.id, invite.role)
+    if invite.case_id is not None:
+        relation = "family" if invite.role == "family" else "coordinator"
+        if invite.role in ("family", "coordinator"):
+            cases.link_member(ctx.conn, invite.case_id, member.id, relation)
+    ctx.member = members.get(ctx.conn, member.id)
+    assert ctx.member is not None
+    ctx.audit("invite.redeemed", f"invite:{invite.id}")
+    lines = [ctx._("Welcome. You joined as {role}.", role=role_name(ctx, ctx.member.role))]
+    if invite.role == "family":
+        case = cases.get(ctx.conn, invite.case_id) if invite.case_id else None
+        if case is not None:
+            lines.append(
+                ctx._(
+                    "You can send well-being reports about {name} with /report, and /urgent "
+                    "in an emergency. Only the coordinators of this case read them.",
+                    name=case.name,
+                )
+            )
+        if ctx.incoming.transport == "telegram":
+            lines.append(
+                ctx._(
+                    "Please note: Telegram chats with bots are not end-to-end encrypted; "
+                    "Telegram can read them. If you can, send reports over Signal instead. "
+                    "We delete your report messages from this chat once they are stored."
+                )
+            )
+    lines.append(ctx._("Send /help to see what you can do."))
+    ctx.reply("\n\n".join(lines))
+
+
+@registry.command("help", roles=ANYONE, summary=N_("what you can do here"), order=1)
+def help_(ctx: Context, args: str) -> None:
+    lines = [ctx._("What you can do:")]
+    for cmd in registry.allowed(ctx.member):
+        lines.append(f"/{cmd.name} — {ctx._(cmd.summary)}")
+    if ctx.member is None:
+        lines.append("")
+        lines.append(ctx._("Send /start to join, or /start CODE if someone gave you an invite."))
+    ctx.reply("\n".join(lines))
+
+
+@registry.command("cancel", roles=ANYONE, summary=N_("stop the current dialog"), order=90)
+def cancel(ctx: Context, args: str) -> None:
+    if args:
+        handler = registry.hooks.get("cancel_with_args")
+        if handler is None:
+            raise UserError(ctx._("Send /cancel on its own to stop the current dialog."))
+        handler(ctx, args)
+        return
+    if ctx.conversation() is None:
+        ctx.reply(ctx._("There is nothing to cancel."))
+        return
+    ctx.end_flow()
+    ctx.reply(ctx._("Cancelled. Nothing was saved."))

@@ -1,0 +1,222 @@
+"""The SQLCipher database: opening with a raw key, migrations, and the one writer thread.
+
+All access goes through one thread that owns the connection. Work is submitted as a function
+of the connection; the thread runs each function inside its own SAVEPOINT and commits a batch
+of them at once (group commit), because one commit per row costs ~1.9x under SQLCipher. A
+function that raises is rolled back alone; its caller gets the exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlcipher3
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "vigil.db"
+T = TypeVar("T")
+Connection = sqlcipher3.Connection
+MAX_BATCH = 256
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message is one sentence without secrets."""
+
+
+def _migrations() -> list[tuple[int, str]]:
+    out = []
+    for entry in resources.files("storage.schema").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            out.append((int(name[:3]), entry.read_text("utf-8")))
+    return sorted(out)
+
+
+def _open_connection(path: Path, key: bytes) -> Connection:
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    # A raw 256-bit key skips SQLCipher's own PBKDF2: stretching happened once, in the key slot.
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    conn.execute("PRAGMA cipher_memory_security = ON")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher3.DatabaseError:
+        conn.close()
+        raise StoreError(
+            "The database does not open with this key: it is damaged or belongs to other key slots."
+        ) from None
+    for pragma in (
+        "journal_mode = WAL",
+        "synchronous = FULL",  # "nothing lost" includes power loss
+        "secure_delete = ON",
+        "temp_store = MEMORY",  # no plaintext temp files
+        "foreign_keys = ON",
+        "busy_timeout = 5000",
+    ):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+def create_database_file(path: Path) -> None:
+    """Pre-create the file 0600; SQLite gives -wal and -shm the same mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+def migrate(conn: Connection) -> int:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, sql in _migrations():
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        current = version
+    return current
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration; complete_statement keeps triggers and strings intact."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if not buf and line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlcipher3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
+_STOP = object()
+
+
+class Database:
+    """One connection, one writer thread; `await db.run(fn, ...)` runs fn(conn, ...) in a txn."""
+
+    def __init__(self, conn: Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._writer, name="vigil-db-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+
+    @classmethod
+    def open(cls, data_dir: Path, key: bytes, *, create: bool = False) -> Database:
+        path = data_dir / DB_FILE
+        if create:
+            create_database_file(path)
+        elif not path.exists():
+            raise StoreError(f"No database in {data_dir}: run `vigil init` first.")
+        conn = _open_connection(path, key)
+        try:
+            migrate(conn)
+        except sqlcipher3.DatabaseError:
+            conn.close()
+            raise StoreError("The database is damaged: schema migration failed.") from None
+        return cls(conn, path)
+
+    # -- running work -------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        job = _Job(fn, args)
+        self._queue.put(job)
+        return job.future
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
+
+    def _writer(self) -> None:
+        conn = self._conn
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch: list[_Job] = [item]
+            stop_after = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+            if stop_after:
+                break
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlcipher3.Error:
+            log.warning("checkpoint at close failed")
+        conn.close()
+
+    def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlcipher3.Error as exc:
+            for job in batch:
+                job.future.set_exception(StoreError(f"database unavailable: {type(exc).__name__}"))
+            return
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn, *job.args)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job, None, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((job, result, None))
+        try:
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlcipher3.Error as exc:
+            conn.execute("ROLLBACK")
+            log.error("commit failed: %s", type(exc).__name__)
+            for job in batch:
+                job.future.set_exception(StoreError("the database refused the write"))
+            return
+        for job, result, error in outcomes:
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()

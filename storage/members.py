@@ -1,0 +1,124 @@
+"""Members and their platform identities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Connection
+
+ROLES = ("activist", "family", "coordinator", "admin")
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    role: str
+    language: str | None
+    timezone: str | None
+    quiet_hours: str | None
+
+
+@dataclass(frozen=True)
+class Identity:
+    transport: str
+    address: str
+    chat: str
+    member_id: int
+    reachable: bool
+
+
+_COLS = "m.id, m.role, m.language, m.timezone, m.quiet_hours"
+
+
+def _member(row: tuple) -> Member:
+    return Member(*row)
+
+
+def by_address(conn: Connection, transport: str, address: str) -> Member | None:
+    row = conn.execute(
+        f"SELECT {_COLS} FROM members m JOIN identities i ON i.member_id = m.id "
+        "WHERE i.transport = ? AND i.address = ?",
+        (transport, address),
+    ).fetchone()
+    return _member(row) if row else None
+
+
+def get(conn: Connection, member_id: int) -> Member | None:
+    row = conn.execute(f"SELECT {_COLS} FROM members m WHERE m.id = ?", (member_id,)).fetchone()
+    return _member(row) if row else None
+
+
+def create(
+    conn: Connection,
+    *,
+    role: str,
+    transport: str,
+    address: str,
+    chat: str,
+    now: float,
+    language: str | None = None,
+) -> Member:
+    cur = conn.execute(
+        "INSERT INTO members (role, language, created_at) VALUES (?, ?, ?)", (role, language, now)
+    )
+    member_id = cur.lastrowid
+    assert member_id is not None
+    conn.execute(
+        "INSERT INTO identities (transport, address, member_id, chat, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (transport, address, member_id, chat, now),
+    )
+    return Member(member_id, role, language, None, None)
+
+
+def set_role(conn: Connection, member_id: int, role: str) -> None:
+    conn.execute("UPDATE members SET role = ? WHERE id = ?", (role, member_id))
+
+
+def set_language(conn: Connection, member_id: int, language: str) -> None:
+    conn.execute("UPDATE members SET language = ? WHERE id = ?", (language, member_id))
+
+
+def set_timezone(conn: Connection, member_id: int, timezone: str) -> None:
+    conn.execute("UPDATE members SET timezone = ? WHERE id = ?", (timezone, member_id))
+
+
+def set_quiet_hours(conn: Connection, member_id: int, quiet: str | None) -> None:
+    conn.execute("UPDATE members SET quiet_hours = ? WHERE id = ?", (quiet, member_id))
+
+
+def identities(conn: Connection, member_id: int) -> list[Identity]:
+    rows = conn.execute(
+        "SELECT transport, address, chat, member_id, reachable FROM identities "
+        "WHERE member_id = ? ORDER BY created_at",
+        (member_id,),
+    ).fetchall()
+    return [Identity(t, a, c, m, bool(r)) for t, a, c, m, r in rows]
+
+
+def update_chat(conn: Connection, transport: str, address: str, chat: str) -> None:
+    conn.execute(
+        "UPDATE identities SET chat = ?, reachable = 1 WHERE transport = ? AND address = ? "
+        "AND (chat != ? OR reachable = 0)",
+        (chat, transport, address, chat),
+    )
+
+
+def mark_unreachable(conn: Connection, transport: str, chat: str) -> None:
+    conn.execute(
+        "UPDATE identities SET reachable = 0 WHERE transport = ? AND chat = ?", (transport, chat)
+    )
+
+
+def delete(conn: Connection, member_id: int) -> None:
+    conn.execute("DELETE FROM members WHERE id = ?", (member_id,))
+
+
+def count(conn: Connection) -> int:
+    return conn.execute("SELECT count(*) FROM members").fetchone()[0]
+
+
+def with_role(conn: Connection, roles: tuple[str, ...]) -> list[int]:
+    marks = ",".join("?" * len(roles))
+    rows = conn.execute(f"SELECT id FROM members WHERE role IN ({marks})", roles).fetchall()
+    return [r[0] for r in rows]
