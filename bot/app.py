@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ def services_for(store: Store, settings: Settings) -> Services:
         default_language=settings.language,
         default_timezone=settings.timezone,
         sealing_public=store.slots.sealing_public,
+        delete_reports=settings.telegram_delete_reports,
     )
 
 
@@ -57,8 +59,26 @@ class App:
 
     async def deliver(self, msg: Incoming) -> None:
         """Handle one incoming message durably; raises if it could not be stored."""
+        if msg.attachments:
+            msg = await self._fetch_attachments(msg)
         await self.store.db.run(self.router.process, msg)
         self.wake_all()  # a handler may have written rows for any transport
+
+    async def _fetch_attachments(self, msg: Incoming) -> Incoming:
+        """Bring attachment bytes into memory before the transaction: handlers do no I/O.
+        Over-size or surplus attachments arrive with data=None and the handler says so."""
+        transport = next((t for t in self.transports if t.name == msg.transport), None)
+        fetched = []
+        for i, att in enumerate(msg.attachments):
+            data = None
+            within = att.size <= self.services.max_attachment_bytes
+            if transport is not None and i < self.services.max_attachments and within:
+                try:
+                    data = await transport.fetch_attachment(att, self.services.max_attachment_bytes)
+                except Exception as exc:
+                    log.warning("attachment fetch failed: %s", type(exc).__name__)
+            fetched.append(dataclasses.replace(att, data=data))
+        return dataclasses.replace(msg, attachments=tuple(fetched))
 
     async def settle(self) -> None:
         """Wait until every due outbox row has been handed to its transport (console, tests)."""
@@ -87,6 +107,12 @@ class App:
                 link = t.invite_link_prefix()
                 if link:
                     self.services.bot_links[t.name] = link
+            menus = command_menus()
+            for t in started:
+                try:
+                    await t.announce_commands(menus)
+                except Exception as exc:
+                    log.warning("command menu not published: %s", type(exc).__name__)
             log.info("running with %d transport(s)", len(started))
             await stop.wait()
         finally:
@@ -102,6 +128,22 @@ class App:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def command_menus() -> dict[str, list[tuple[str, str]]]:
+    """What a supporter may do, per language: the platform's command menu."""
+    from bot.i18n import Translator, available_languages
+    from bot.router import may_use, registry
+    from storage.members import Member
+
+    activist = Member(0, "activist", None, None, None)
+    menus = {}
+    for code in available_languages():
+        tr = Translator(code)
+        menus[code] = [
+            (c.name, tr(c.summary)) for c in registry.allowed(activist) if may_use(c, activist)
+        ]
+    return menus
 
 
 def build_transports(settings: Settings) -> list[Transport]:

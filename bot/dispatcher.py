@@ -43,19 +43,18 @@ class Pacer:
         self._chat_next: dict[str, float] = {}
         self.paused_until = 0.0
 
-    def reserve(self, chat: str, now: float) -> float:
-        # A chat may run `chat_burst` messages ahead of its steady rate (a reply plus a menu).
-        chat_at = max(
-            self._chat_next.get(chat, 0.0), now - self.chat_interval * (self.chat_burst - 1)
-        )
-        at = max(now, self._next_global, self.paused_until, chat_at)
+    def reserve(self, chat: str, now: float, chat_interval: float | None = None) -> float:
+        """Claim the next send slot and return how long to wait for it. GCRA per chat: a chat
+        may run `chat_burst` messages ahead of its steady rate (a reply plus a menu).
+        `chat_interval` overrides the chat's rate, without burst (Telegram groups: 20/min)."""
+        burst = self.chat_burst if chat_interval is None else 1
+        interval = chat_interval or self.chat_interval
+        tat = self._chat_next.get(chat, now)
+        at = max(now, self._next_global, self.paused_until, tat - (burst - 1) * interval)
         self._next_global = at + self.interval
-        self._chat_next[chat] = (
-            max(chat_at, at - self.chat_interval * (self.chat_burst - 1)) + self.chat_interval
-        )
+        self._chat_next[chat] = max(tat, at) + interval
         if len(self._chat_next) > 50_000:
-            cutoff = now - self.chat_interval * self.chat_burst
-            self._chat_next = {c: t for c, t in self._chat_next.items() if t > cutoff}
+            self._chat_next = {c: t for c, t in self._chat_next.items() if t > now}
         return at - now
 
     def pause(self, seconds: float, now: float) -> None:
@@ -136,14 +135,15 @@ class Dispatcher:
             await self.db.run(outbox.retry_later, item.id, self.clock() + MAX_BACKOFF, "internal")
 
     async def _send(self, item: outbox.Item) -> None:
-        ref = None
-        if item.body.get("kind") in ("edit", "delete"):
+        ref = item.body.get("ref")  # a platform message id given directly (an incoming message)
+        if ref is None and item.body.get("kind") in ("edit", "delete"):
+            # Or the outbox row of a message we sent earlier, whose platform id we learnt.
             target = item.body.get("target")
             ref = await self.db.run(outbox.platform_ref, int(target)) if target else None
             if ref is None:
                 await self.db.run(outbox.finish, item.id, "failed", "no target", self.clock())
                 return
-        wait = self.pacer.reserve(item.chat, self.clock())
+        wait = self.pacer.reserve(item.chat, self.clock(), self.transport.chat_interval(item.chat))
         if wait > 0:
             await asyncio.sleep(wait)
         try:

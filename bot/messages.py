@@ -24,6 +24,7 @@ class Attachment:
     mime: str = "application/octet-stream"
     size: int = 0
     name: str = ""
+    data: bytes | None = None  # filled by the app before handling; never written to disk plain
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,9 @@ class Services:
     default_timezone: str = "UTC"
     bot_links: dict[str, str] = field(default_factory=dict)  # transport -> deep-link prefix
     sealing_public: bytes | None = None
+    delete_reports: bool = True  # remove relatives' report messages from platforms that allow it
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_attachments: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -82,6 +82,15 @@ class Transport(abc.ABC):
         """Remove a person's message from the chat where the platform allows it."""
         return None
 
+    async def announce_commands(self, menus: dict[str, list[tuple[str, str]]]) -> None:
+        """Publish the command menu per language code: {"en": [("start", "join ..."), ...]}.
+        Called once after start; platforms without menus ignore it."""
+        return None
+
+    def chat_interval(self, chat: str) -> float | None:
+        """Seconds between messages to this chat when it differs from `limits` (groups)."""
+        return None
+
     async def probe(self) -> str:
         """A short, secret-free health line for `vigil status`."""
         return "configured"
