@@ -259,8 +259,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
 }
 
 
+def _harden_process() -> None:
+    """No core dumps and no debugger attach by other processes of the same user: the master
+    key lives in this process's memory."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass  # not Linux; RLIMIT_CORE still applies
+
+
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # nothing Vigil writes is for other users' eyes
+    _harden_process()
     args = parser().parse_args(argv)
     try:
         settings = config.load(args.config)

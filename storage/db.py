@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
@@ -43,18 +44,33 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _open_connection(path: Path, key: bytes) -> Connection:
-    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+def _keyed(target: str, key: bytes, *, uri: bool = False) -> Connection:
+    conn = sqlcipher3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
     # A raw 256-bit key skips SQLCipher's own PBKDF2: stretching happened once, in the key slot.
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    conn.execute("PRAGMA cipher_memory_security = ON")
+    return conn
+
+
+def verify(path: Path, key: bytes) -> None:
+    """Check key and every page's HMAC without writing anything (not even -wal/-shm files):
+    a damaged store must fail with one sentence and be left exactly as it was."""
+    conn = _keyed(f"{path.resolve().as_uri()}?immutable=1", key, uri=True)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        problems = conn.execute("PRAGMA cipher_integrity_check").fetchall()
     except sqlcipher3.DatabaseError:
-        conn.close()
         raise StoreError(
             "The database does not open with this key: it is damaged or belongs to other key slots."
         ) from None
+    finally:
+        conn.close()
+    if problems:
+        raise StoreError("The database is damaged; restore it from a backup (`vigil restore`).")
+
+
+def _open_connection(path: Path, key: bytes) -> Connection:
+    conn = _keyed(str(path), key)
+    conn.execute("PRAGMA cipher_memory_security = ON")
     for pragma in (
         "journal_mode = WAL",
         "synchronous = FULL",  # "nothing lost" includes power loss
@@ -135,6 +151,8 @@ class Database:
             create_database_file(path)
         elif not path.exists():
             raise StoreError(f"No database in {data_dir}: run `vigil init` first.")
+        else:
+            verify(path, key)
         conn = _open_connection(path, key)
         try:
             migrate(conn)
@@ -158,7 +176,7 @@ class Database:
 
     def _writer(self) -> None:
         conn = self._conn
-        while True:
+        while True:  # nothing may end this loop but _STOP: callers would wait forever
             item = self._queue.get()
             if item is _STOP:
                 break
@@ -173,7 +191,13 @@ class Database:
                     stop_after = True
                     break
                 batch.append(nxt)
-            self._run_batch(conn, batch)
+            try:
+                self._run_batch(conn, batch)
+            except BaseException as exc:  # last resort: fail the batch, keep the thread
+                log.error("writer batch failed: %s", type(exc).__name__)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(StoreError("the database refused the write"))
             if stop_after:
                 break
         try:
@@ -195,8 +219,18 @@ class Database:
             try:
                 result = job.fn(conn, *job.args)
             except BaseException as exc:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlcipher3.Error:
+                    # The transaction itself is gone (I/O error, corruption): fail them all.
+                    with contextlib.suppress(sqlcipher3.Error):
+                        conn.execute("ROLLBACK")
+                    for j in batch:
+                        if not j.future.done() and j is not job:
+                            j.future.set_exception(StoreError("the database refused the write"))
+                    job.future.set_exception(exc)
+                    return
                 outcomes.append((job, None, exc))
             else:
                 conn.execute("RELEASE job")
@@ -205,7 +239,8 @@ class Database:
             conn.execute("COMMIT")
             self.commits += 1
         except sqlcipher3.Error as exc:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlcipher3.Error):
+                conn.execute("ROLLBACK")
             log.error("commit failed: %s", type(exc).__name__)
             for job in batch:
                 job.future.set_exception(StoreError("the database refused the write"))
