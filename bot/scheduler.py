@@ -43,6 +43,7 @@ def housekeeping(conn: Connection, now: float, retention: Retention) -> dict[str
 
 
 Job = Callable[[], Awaitable[None]]
+DbJob = Callable[[Connection, float], int]
 
 
 class Scheduler:
@@ -68,6 +69,17 @@ class Scheduler:
         """Other capabilities (actions, digests, check-ins) add their periodic ticks here."""
         self._extra.append((name, job, seconds))
 
+    def every_db(self, name: str, fn: DbJob, seconds: float) -> None:
+        """A periodic pure-DB job `fn(conn, now) -> int` (rows written); wakes the dispatchers
+        when it wrote outbox rows. Capabilities keep their logic testable without a loop."""
+
+        async def job() -> None:
+            written = await self.db.run(fn, self.clock())
+            if written:
+                self.wake()
+
+        self.every(name, job, seconds)
+
     async def _housekeeping(self) -> None:
         counts = await self.db.run(housekeeping, self.clock(), self.retention)
         log.info("housekeeping removed %s", counts)
@@ -76,6 +88,8 @@ class Scheduler:
         self.wake()
 
     def start(self) -> None:
+        for registrar in REGISTRARS:
+            registrar(self)
         self.aps.add_job(self._housekeeping, IntervalTrigger(hours=6), id="housekeeping")
         self.aps.add_job(self._tick, IntervalTrigger(seconds=30), id="tick")
         for name, job, seconds in self._extra:
@@ -94,3 +108,7 @@ class Scheduler:
 # that lists their next jobs as (UTC time, description without content) for `vigil status`.
 UpcomingSource = Callable[[Connection], list[tuple[str, str]]]
 UPCOMING: list[UpcomingSource] = []
+
+# Capabilities register their periodic jobs at import time: `REGISTRARS.append(fn)` where
+# fn(scheduler) calls scheduler.every_db(...) or scheduler.every(...). Called at start.
+REGISTRARS: list[Callable[[Scheduler], None]] = []
