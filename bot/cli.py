@@ -203,6 +203,8 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     from bot.transports.console import ConsoleTransport
 
     os.environ["VIGIL_INSECURE_FAST_KDF"] = "1"  # the demo passphrase is public anyway
+    if "VIGIL_LOG_LEVEL" not in os.environ:
+        logs.setup("WARNING")  # log lines would interleave with the conversation
     tmp = None
     if args.data_dir:
         data_dir = Path(args.data_dir)
@@ -247,7 +249,46 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--uses", type=int, default=1)
     i.add_argument("--expires", default="7d", help="lifetime: 30m, 12h, 7d, 2w")
     sub.add_parser("status", help="configuration, store, transports, outbox depth; no secrets")
+    k = sub.add_parser("keys", help="key slots and the sealing key")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    # `keys add`, `keys remove` and `keys rotate` (key slots) go here, with KEY_COMMANDS entries.
+    ks = ksub.add_parser("sealing-new", help="new sealing key pair; the private half goes to FILE")
+    ks.add_argument("--out", required=True, metavar="FILE", help="where to write the key file")
+    ks.add_argument("--replace", action="store_true", help="supersede the current sealing key")
+    r = sub.add_parser("reports", help="the sealed report archive")
+    rsub = r.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
+    re_ = rsub.add_parser("export", help="open the archive offline with the sealing key file")
+    re_.add_argument("--sealing-key", required=True, metavar="FILE")
+    re_.add_argument("--format", choices=["json", "csv"], default="json")
+    re_.add_argument("--out", metavar="FILE", help="write here (0600) instead of stdout")
+    re_.add_argument("--case", metavar="SLUG", help="only this case")
+    re_.add_argument("--attachments-dir", metavar="DIR", help="write attachments as files here")
     return p
+
+
+def _cli_reports(name: str) -> Callable[[argparse.Namespace, config.Settings], int]:
+    def run(args: argparse.Namespace, settings: config.Settings) -> int:
+        from bot import cli_reports
+
+        return getattr(cli_reports, name)(args, settings)
+
+    return run
+
+
+KEY_COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
+    "sealing-new": _cli_reports("cmd_sealing_new"),
+}
+REPORT_COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
+    "export": _cli_reports("cmd_export"),
+}
+
+
+def cmd_keys(args: argparse.Namespace, settings: config.Settings) -> int:
+    return KEY_COMMANDS[args.keys_command](args, settings)
+
+
+def cmd_reports(args: argparse.Namespace, settings: config.Settings) -> int:
+    return REPORT_COMMANDS[args.reports_command](args, settings)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
@@ -256,6 +297,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "demo": cmd_demo,
     "invite": cmd_invite,
     "status": cmd_status,
+    "keys": cmd_keys,
+    "reports": cmd_reports,
 }
 
 

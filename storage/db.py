@@ -70,7 +70,11 @@ def verify(path: Path, key: bytes) -> None:
 
 def _open_connection(path: Path, key: bytes) -> Connection:
     conn = _keyed(str(path), key)
-    conn.execute("PRAGMA cipher_memory_security = ON")
+    if os.environ.get("VIGIL_MEMORY_SECURITY") == "1":
+        # Wipes SQLite's own allocations on free. Off by default: it multiplied the cost of
+        # our write workload ~4x in bench/storage.py, and Python's copies of query results are
+        # not wiped anyway, so it narrows the live-seizure window less than it costs.
+        conn.execute("PRAGMA cipher_memory_security = ON")
     for pragma in (
         "journal_mode = WAL",
         "synchronous = FULL",  # "nothing lost" includes power loss
