@@ -28,10 +28,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Re-extract English source strings and merge them into every language's catalog.
 catalogs: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -o bot/locales/vigil.pot --no-location --sort-output .
-	$(BIN)/pybabel update -i bot/locales/vigil.pot -d bot/locales -D vigil --no-fuzzy-matching
-	$(BIN)/pybabel compile -d bot/locales -D vigil --statistics
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k N_ -k tr -k plural:1,2 --no-location \
+		--sort-output --omit-header -o bot/locales/vigil.pot .
+	$(BIN)/pybabel update -i bot/locales/vigil.pot -d bot/locales -D vigil --no-fuzzy-matching \
+		--omit-header --ignore-obsolete
 
 bench: $(STAMP)
 	$(BIN)/python bench/storage.py

@@ -1,0 +1,101 @@
+"""Catalogs: complete for every shipped language, placeholders intact, graceful fallback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from bot.i18n import LOCALES_DIR, Translator, available_languages
+from tests.conftest import REPO
+
+KEYWORDS = {"_": None, "N_": None, "tr": None, "plural": (1, 2)}
+PLACEHOLDER = re.compile(r"\{[a-z_0-9]*\}")
+REQUIRED = {"ru"}  # issue #2: English (the source) and Russian complete from day one
+
+
+def source_messages() -> set[str]:
+    found: set[str] = set()
+    for package in ("bot", "handlers", "storage"):
+        for _file, _line, message, _comments, _ctx in extract_from_dir(
+            REPO / package, method_map=[("**.py", "python")], keywords=KEYWORDS
+        ):
+            # A plural entry is keyed by its singular form in a catalog.
+            found.add(message[0] if isinstance(message, tuple) else message)
+    return found
+
+
+SOURCE = source_messages()
+LANGUAGES = sorted(set(available_languages()) - {"en"})
+
+
+def catalog(lang: str):
+    with (LOCALES_DIR / lang / "LC_MESSAGES" / "vigil.po").open("rb") as f:
+        return read_po(f, locale=lang)
+
+
+def test_required_languages_ship() -> None:
+    assert set(LANGUAGES) >= REQUIRED
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_catalog_is_complete_and_not_fuzzy(lang: str) -> None:
+    cat = catalog(lang)
+    missing, fuzzy = [], []
+    for msgid in sorted(SOURCE):
+        entry = cat.get(msgid)
+        if entry is None or not (
+            entry.string if isinstance(entry.string, str) else all(entry.string)
+        ):
+            missing.append(msgid)
+        elif entry.fuzzy:
+            fuzzy.append(msgid)
+    assert not missing, f"{lang}: {len(missing)} untranslated, e.g. {missing[:3]}"
+    assert not fuzzy, f"{lang}: fuzzy entries {fuzzy[:3]}"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_placeholders_match_the_source(lang: str) -> None:
+    bad = []
+    for entry in catalog(lang):
+        if not entry.id:
+            continue
+        ids = entry.id if isinstance(entry.id, tuple) else (entry.id,)
+        strings = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        want = set(PLACEHOLDER.findall(ids[-1])) | set(PLACEHOLDER.findall(ids[0]))
+        for s in strings:
+            if s and set(PLACEHOLDER.findall(s)) - want:
+                bad.append((ids[0][:40], s[:40]))
+            if s and not set(PLACEHOLDER.findall(ids[0])) <= set(PLACEHOLDER.findall(s)) | {"{n}"}:
+                bad.append((ids[0][:40], s[:40]))
+    assert not bad, f"{lang}: placeholders differ: {bad[:3]}"
+
+
+def test_missing_translation_falls_back_to_english() -> None:
+    tr = Translator("ru")
+    assert tr("A sentence no catalog has, {x}.", x=1) == "A sentence no catalog has, 1."
+    assert Translator("xx").language == "en"
+    assert (
+        Translator(None)("Welcome. You joined as {role}.", role="r") == "Welcome. You joined as r."
+    )
+
+
+def test_broken_placeholder_in_a_translation_falls_back(monkeypatch) -> None:
+    tr = Translator("en")
+    monkeypatch.setattr(tr._t, "gettext", lambda m: "Привет {nonexistent}")
+    assert tr("Hello {name}", name="A") == "Hello A"
+
+
+def test_pot_template_is_current() -> None:
+    pot = LOCALES_DIR / "vigil.pot"
+    with pot.open("rb") as f:
+        template = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(f) if m.id}
+    missing = sorted(m for m in SOURCE if m not in template)
+    assert not missing, f"run `make catalogs`: the template misses {missing[:3]}"
+
+
+def test_locales_dir_layout() -> None:
+    assert Path(LOCALES_DIR).is_dir()
