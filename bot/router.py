@@ -281,13 +281,17 @@ class Router:
             name, _, args = text[1:].partition(" ")
             name = name.split("@", 1)[0].lower()  # Telegram group form /cmd@botname
             cmd = self.registry.commands.get(name)
+            conv = ctx.conversation()
+            if cmd is None and conv is not None and conv.flow in self.registry.flows:
+                # A wizard's own short commands (/skip, /done, button values) are not global.
+                self.registry.flows[conv.flow](ctx, text)
+                return
             if cmd is None or not may_use(cmd, ctx.member):
                 # Same answer for "no such command" and "not for you": roles are not advertised.
                 ctx.reply(ctx._("I don't know that command. Send /help to see what you can do."))
                 return
-            conv = ctx.conversation()
             if conv is not None and name != "cancel":
-                ctx.end_flow()  # a new command abandons a wizard half-way
+                ctx.end_flow()  # a known command abandons a wizard half-way
             cmd.handler(ctx, args.strip())
             return
         conv = ctx.conversation()
