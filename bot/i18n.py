@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 log = logging.getLogger(__name__)
@@ -67,20 +69,39 @@ def _catalog(language: str) -> NullTranslations:
         return NullTranslations()
 
 
+RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "ckb", "yi"})
+_LRI, _PDI = "\u2066", "\u2069"
+# Runs of Latin letters, digits and the punctuation of commands, codes, dates and times.
+_LTR_RUN = re.compile(r"[A-Za-z0-9/@#+][A-Za-z0-9_./:@#+\-]*(?:[ ][A-Za-z0-9_./:@#+\-]+)*")
+
+
+def isolate_ltr(text: str) -> str:
+    """Wrap left-to-right runs in LRI…PDI so `/case ales-demo`, invite codes, 12:30 and
+    numbers keep their order inside a right-to-left sentence on Telegram and Signal."""
+    return _LTR_RUN.sub(lambda m: f"{_LRI}{m.group(0)}{_PDI}", text)
+
+
 class Translator:
     """`_("Hello {name}", name=...)`: translate, then fill placeholders."""
 
     def __init__(self, language: str | None) -> None:
         self.language = normalize_language(language) or DEFAULT_LANGUAGE
         self._t = _catalog(self.language)
+        self.rtl = self.language in RTL_LANGUAGES
 
     def __call__(self, message: str, **values: Any) -> str:
-        return _fill(self._t.gettext(message), message, values)
+        return self._finish(_fill(self._t.gettext(message), message, values))
 
     def plural(self, singular: str, plural: str, n: int, **values: Any) -> str:
         values.setdefault("n", n)
         source = singular if n == 1 else plural
-        return _fill(self._t.ngettext(singular, plural, n), source, values)
+        return self._finish(_fill(self._t.ngettext(singular, plural, n), source, values))
+
+    def _finish(self, text: str) -> str:
+        return isolate_ltr(text) if self.rtl else text
+
+    def number(self, value: float) -> str:
+        return format_decimal(value, locale=self.locale)
 
     @property
     def locale(self) -> Locale:

@@ -99,3 +99,13 @@ def test_pot_template_is_current() -> None:
 
 def test_locales_dir_layout() -> None:
     assert Path(LOCALES_DIR).is_dir()
+
+
+def test_rtl_isolates_latin_runs() -> None:
+    from bot.i18n import isolate_ltr
+
+    out = isolate_ltr("پرونده /case ales-demo را ببینید، کد ABCD-EF23-GH45 ساعت 12:30")
+    assert "\u2066/case ales-demo\u2069" in out
+    assert "\u2066ABCD-EF23-GH45\u2069" in out
+    assert "\u206612:30\u2069" in out
+    assert Translator("fa").rtl and not Translator("ru").rtl
