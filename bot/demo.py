@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from handlers.invites import create_invite
-from storage import cases, members
+from storage import cases, crypto, members, reports
 from storage.db import Connection
+from storage.store import Store
 
 DEMO_PASSPHRASE = "demo-only-not-secret"  # noqa: S105  (the demo holds invented people only)
 
@@ -38,6 +39,15 @@ A short tour:
   4. :as newcomer    then /start CODE with that code.
 Menus are numbered: answer with the number. Every command is in /help.
 """
+
+
+def seal_to_throwaway_key(store: Store) -> None:
+    """Reports in the demo are sealed to a key pair whose private half is simply forgotten,
+    the way a real network's lives off the server (`vigil keys sealing-new`)."""
+    pair = crypto.sealing_keypair()
+    store.slots.sealing_public = pair.public
+    store.slots.save()
+    store.db.run_sync(reports.pin_key, crypto.key_fingerprint(pair.public))
 
 
 def seed(conn: Connection, index_key: bytes) -> None:

@@ -46,6 +46,8 @@ class Command:
     roles: frozenset[str] | None
     summary: str
     order: int
+    keeps_flow: bool = False  # a wizard's own button command: does not abandon the wizard
+    hidden: bool = False  # not listed in /help or platform menus
 
 
 @dataclass
@@ -56,12 +58,19 @@ class Registry:
     hooks: dict[str, Handler] = field(default_factory=dict)
 
     def command(
-        self, name: str, *, roles: frozenset[str] | None, summary: str, order: int = 50
+        self,
+        name: str,
+        *,
+        roles: frozenset[str] | None,
+        summary: str,
+        order: int = 50,
+        keeps_flow: bool = False,
+        hidden: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             if name in self.commands:
                 raise RuntimeError(f"command /{name} registered twice")
-            self.commands[name] = Command(name, fn, roles, summary, order)
+            self.commands[name] = Command(name, fn, roles, summary, order, keeps_flow, hidden)
             return fn
 
         return register
@@ -74,7 +83,7 @@ class Registry:
         return register
 
     def allowed(self, member: Member | None) -> list[Command]:
-        out = [c for c in self.commands.values() if may_use(c, member)]
+        out = [c for c in self.commands.values() if not c.hidden and may_use(c, member)]
         return sorted(out, key=lambda c: (c.order, c.name))
 
 
@@ -290,7 +299,7 @@ class Router:
                 # Same answer for "no such command" and "not for you": roles are not advertised.
                 ctx.reply(ctx._("I don't know that command. Send /help to see what you can do."))
                 return
-            if conv is not None and name != "cancel":
+            if conv is not None and name != "cancel" and not cmd.keeps_flow:
                 ctx.end_flow()  # a known command abandons a wizard half-way
             cmd.handler(ctx, args.strip())
             return

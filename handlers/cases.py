@@ -1,10 +1,174 @@
-"""Cases as supporters see them: /cases and /case SLUG."""
+"""Cases: /cases, /case SLUG (the ten-second case card), /newcase and /editcase.
+
+Who sees what: public cases are visible to anyone; restricted ones to coordinators, admins and
+members tied to the case (its relatives, assigned coordinators). Every answer for a case the
+member may not see is the same sentence as for a case that does not exist.
+
+Who edits: admins; coordinators assigned to the case; every coordinator while none is
+assigned (`storage.cases.may_coordinate`). A new case starts *restricted*: a family may not
+want publicity, so making a case public is a deliberate `/editcase SLUG visibility public`.
+
+Input from coordinators is checked, not repaired: invisible or control characters (direction
+overrides, zero-width spaces, C0/C1 controls) and over-long values are refused with one clear
+sentence, and nothing is changed.
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+import zoneinfo
+from datetime import UTC, date, datetime, timedelta
+
+from babel.dates import format_date, format_time
+
 from bot.i18n import N_
-from bot.router import ANYONE, Context, UserError, registry
+from bot.router import ANYONE, COORDINATORS, Context, UserError, may_use, registry
 from storage import cases
+
+NOT_FOUND = N_("No case by that name was found, or you may not see it.")
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+RESERVED_SLUGS = frozenset({"all", "none", "new", "help", "-"})
+
+STATUS_LABELS = {
+    "detained": N_("detained"),
+    "awaiting_trial": N_("awaiting trial"),
+    "sentenced": N_("sentenced"),
+    "transferred": N_("transferred"),
+    "missing": N_("missing (whereabouts unknown)"),
+    "released": N_("released"),
+}
+
+# /editcase field names (English, stable across languages) -> canonical field.
+FIELD_ALIASES = {
+    "name": "name",
+    "country": "country",
+    "detained_since": "detained_since",
+    "detained": "detained_since",
+    "charges": "charges",
+    "facility": "facility",
+    "prison": "facility",
+    "status": "status",
+    "next_hearing": "next_hearing",
+    "hearing": "next_hearing",
+    "letters_address": "letters_address",
+    "letters": "letters_address",
+    "address": "letters_address",
+    "summary": "summary",
+    "visibility": "visibility",
+    "tags": "tags",
+    "help": "help",
+    "how_to_help": "help",
+    "checkin_days": "checkin_days",
+    "checkin": "checkin_days",
+}
+FIELD_ORDER = (
+    "name", "country", "detained_since", "charges", "facility", "status", "next_hearing",
+    "letters_address", "summary", "visibility", "tags", "help", "checkin_days",
+)  # fmt: skip
+FIELD_LABELS = {
+    "name": N_("name"),
+    "country": N_("country"),
+    "detained_since": N_("detained since"),
+    "charges": N_("charges"),
+    "facility": N_("facility"),
+    "status": N_("status"),
+    "next_hearing": N_("next hearing"),
+    "letters_address": N_("letters address"),
+    "summary": N_("summary"),
+    "visibility": N_("visibility"),
+    "tags": N_("tags"),
+    "help": N_("how to help"),
+    "checkin_days": N_("check-in interval"),
+}
+# (multi-line?, most characters) for free-text fields.
+TEXT_FIELDS = {
+    "name": (False, 120),
+    "country": (False, 60),
+    "charges": (True, 1000),
+    "facility": (False, 200),
+    "letters_address": (True, 500),
+    "summary": (True, 2000),
+    "help": (True, 1000),
+}
+MAX_TAGS = 10
+TAG_RE = re.compile(r"^[\w-]{1,30}$")
+CLEAR = "-"
+
+# --- text checks -----------------------------------------------------------------------------
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ is needed in Persian and Kurdish, ZWJ in emoji
+_ALLOWED_FORMAT = _JOINERS | frozenset("\u200e\u200f\u061c")  # LRM, RLM, ALM marks
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _bad_char(text: str, i: int, multiline: bool) -> bool:
+    ch = text[i]
+    if ch == "\n":
+        return not multiline
+    cat = unicodedata.category(ch)
+    if ch in _INVISIBLE_LETTERS or cat in ("Cc", "Cs", "Co", "Zl", "Zp"):
+        return True
+    if cat != "Cf":
+        return False
+    if 0xE0020 <= ord(ch) <= 0xE007F:  # tag characters: only inside emoji flag sequences
+        return i == 0 or unicodedata.category(text[i - 1]) not in ("So", "Cf")
+    if ch not in _ALLOWED_FORMAT:
+        return True  # zero-width space, BOM, word joiner, direction overrides and isolates, ...
+    if ch in _JOINERS:  # a joiner must sit between two visible characters
+        if i == 0 or i == len(text) - 1:
+            return True
+        return any(n.isspace() or n in _JOINERS for n in (text[i - 1], text[i + 1]))
+    return False
+
+
+def has_hostile_chars(text: str, *, multiline: bool) -> bool:
+    return any(_bad_char(text, i, multiline) for i in range(len(text)))
+
+
+def clean_text(ctx: Context, value: str, *, label: str, most: int, multiline: bool) -> str:
+    """A coordinator's text, normalised (NFC, trimmed), or a UserError saying what is wrong."""
+    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n").strip()
+    if len(text) > most:
+        raise UserError(
+            ctx._("The {field} is too long: at most {n} characters.", field=label, n=most)
+        )
+    if has_hostile_chars(text, multiline=multiline):
+        if not multiline and "\n" in text:
+            raise UserError(ctx._("The {field} must fit on one line.", field=label))
+        raise UserError(
+            ctx._(
+                "The {field} contains invisible or control characters (such as direction "
+                "overrides or zero-width spaces). Please type it again without them.",
+                field=label,
+            )
+        )
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    if not text:
+        raise UserError(ctx._("The {field} cannot be empty.", field=label))
+    return text
+
+
+def sanitize_free_text(value: str, most: int) -> str:
+    """A relative's words: kept as written, minus characters that could disguise how the text
+    reads to a coordinator (direction overrides, controls). Never refused: they are in distress."""
+    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n")
+    out = []
+    for ch in text:
+        if ch in "\n\t":
+            out.append(ch)
+            continue
+        cat = unicodedata.category(ch)
+        if ch in _BIDI_CONTROLS or cat in ("Cc", "Cs", "Zl", "Zp") or ch in "\u200b\ufeff\u2060":
+            continue
+        out.append(ch)
+    return "".join(out).strip()[:most]
+
+
+# --- who may see and edit ----------------------------------------------------------------------
 
 
 def visible_case(ctx: Context, slug: str) -> cases.Case:
@@ -13,8 +177,54 @@ def visible_case(ctx: Context, slug: str) -> cases.Case:
     member_id = ctx.member.id if ctx.member else None
     role = ctx.member.role if ctx.member else None
     if case is None or not cases.can_see(ctx.conn, case, member_id, role):
-        raise UserError(ctx._("No case by that name was found, or you may not see it."))
+        raise UserError(ctx._(NOT_FOUND))
     return case
+
+
+def coordinated_case(ctx: Context, slug: str) -> cases.Case:
+    """The case if this member may coordinate it; the same answer as `visible_case` otherwise."""
+    case = visible_case(ctx, slug)
+    member = ctx.member
+    if member is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
+        raise UserError(ctx._(NOT_FOUND))
+    return case
+
+
+def member_timezone(ctx: Context) -> str:
+    tz = (ctx.member.timezone if ctx.member else None) or ctx.services.default_timezone
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return tz
+
+
+def fmt_date(ctx: Context, ts: float) -> str:
+    local = datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(member_timezone(ctx)))
+    return format_date(local.date(), format="medium", locale=ctx._.locale)
+
+
+def fmt_datetime(ctx: Context, ts: float) -> str:
+    """Date and minutes in the reader's time zone, with the zone named."""
+    tz = member_timezone(ctx)
+    local = datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz))
+    day = format_date(local.date(), format="medium", locale=ctx._.locale)
+    clock = format_time(local.time(), format="short", locale=ctx._.locale)
+    return f"{day}, {clock} ({tz})"
+
+
+def status_label(ctx: Context, status: str) -> str:
+    return ctx._(STATUS_LABELS.get(status, status))
+
+
+def _command_hint(ctx: Context, name: str) -> bool:
+    cmd = registry.commands.get(name)
+    return cmd is not None and may_use(cmd, ctx.member)
+
+
+# --- /cases and /case --------------------------------------------------------------------------
+
+MAX_LISTED = 50
 
 
 @registry.command("cases", roles=ANYONE, summary=N_("the cases you can follow"), order=10)
@@ -26,11 +236,338 @@ def list_cases(ctx: Context, args: str) -> None:
         ctx.reply(ctx._("There are no cases yet."))
         return
     lines = [ctx._("Cases:")]
-    lines += [f"• {c.name} — /case {c.slug}" for c in found]
+    for c in found[:MAX_LISTED]:
+        mark = " " + ctx._("(restricted)") if c.visibility == "restricted" else ""
+        lines.append(f"• {c.name} — {status_label(ctx, c.status)}{mark} — /case {c.slug}")
+    if len(found) > MAX_LISTED:
+        lines.append(ctx._("… and {n} more.", n=len(found) - MAX_LISTED))
     ctx.reply("\n".join(lines))
 
 
 @registry.command("case", roles=ANYONE, summary=N_("a case card: /case NAME"), order=11)
 def show_case(ctx: Context, args: str) -> None:
-    case = visible_case(ctx, args.strip().split()[0] if args.strip() else "")
-    ctx.reply(f"{case.name}\n/case {case.slug}")
+    case = visible_case(ctx, args.split()[0].lower() if args.split() else "")
+    ctx.reply(case_card(ctx, case))
+
+
+def _shorten(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1].rstrip() + "…"
+
+
+def case_card(ctx: Context, case: cases.Case) -> str:
+    """What a supporter reads in ten seconds: who, status, where, next date, news, how to help."""
+    head = f"{case.name} — {status_label(ctx, case.status)}"
+    if case.visibility == "restricted":
+        head += " " + ctx._("(restricted)")
+    lines = [head]
+    facts = [case.country or ""]
+    if case.detained_since:
+        facts.append(ctx._("detained since {date}", date=case.detained_since))
+    if any(facts):
+        lines.append(" · ".join(f for f in facts if f))
+    if case.facility:
+        history = cases.facility_history(ctx.conn, case.id, 2)
+        line = ctx._("Held at: {facility}", facility=case.facility)
+        if history and history[0].facility == case.facility:
+            line += " " + ctx._("(since {date})", date=fmt_date(ctx, history[0].since))
+            if len(history) > 1:
+                line += " " + ctx._("— transferred from {place}", place=history[1].facility)
+        lines.append(line)
+    if case.next_hearing is not None and case.next_hearing >= ctx.now - 12 * 3600:
+        when = (
+            fmt_date(ctx, case.next_hearing)
+            if case.next_hearing_all_day
+            else fmt_datetime(ctx, case.next_hearing)
+        )
+        lines.append(ctx._("Next hearing: {when}", when=when))
+    if case.charges:
+        lines.append(ctx._("Charges: {charges}", charges=_shorten(case.charges, 200)))
+    if case.summary:
+        lines.append("")
+        lines.append(_shorten(case.summary, 300))
+    if case.tag_list:
+        lines.append(" ".join("#" + t for t in case.tag_list))
+
+    lines.append("")
+    updates = cases.latest_updates(ctx.conn, case.id, 3)
+    if updates:
+        lines.append(ctx._("Latest news:"))
+        for u in updates:
+            lines.append(f"• {fmt_date(ctx, u.created_at)}: {_shorten(u.text, 200)}")
+    else:
+        lines.append(ctx._("No news posted yet."))
+
+    lines.append("")
+    lines.append(ctx._("How to help:"))
+    helps = []
+    if case.how_to_help:
+        helps.append(_shorten(case.how_to_help, 300))
+    if case.letters_address:
+        helps.append(
+            ctx._("Write to {name}: {address}", name=case.name, address=case.letters_address)
+        )
+        if _command_hint(ctx, "letters"):
+            helps.append(ctx._("What to write, and what not: /letters {slug}", slug=case.slug))
+    if _command_hint(ctx, "subscribe"):
+        helps.append(ctx._("Follow this case: /subscribe {slug}", slug=case.slug))
+    elif ctx.member is None:
+        helps.append(ctx._("Send /start to join and follow this case."))
+    if _command_hint(ctx, "actions"):
+        helps.append(ctx._("Join a solidarity action: /actions"))
+    if not helps:
+        helps.append(ctx._("Talk about {name}: silence is how cases go cold.", name=case.name))
+    lines += [f"• {h}" for h in helps]
+
+    member = ctx.member
+    if (
+        member is not None
+        and member.role == "family"
+        and any(c.id == case.id for c in cases.member_cases(ctx.conn, member.id, "family"))
+    ):
+        lines.append("")
+        lines.append(ctx._("Send news with /report, or /urgent in an emergency."))
+    if member is not None and cases.may_coordinate(ctx.conn, case, member.id, member.role):
+        last = fmt_date(ctx, case.last_report_at) if case.last_report_at else ctx._("none yet")
+        checkin = (
+            ctx._("every {n} days", n=case.checkin_days) if case.checkin_days else ctx._("off")
+        )
+        lines.append("")
+        lines.append(
+            ctx._(
+                "Coordinators: /reports {slug} · /editcase {slug} FIELD VALUE. "
+                "Last report: {last}. Check-in: {checkin}.",
+                slug=case.slug,
+                last=last,
+                checkin=checkin,
+            )
+        )
+    return "\n".join(lines)
+
+
+# --- /newcase and /editcase ----------------------------------------------------------------
+
+
+@registry.command(
+    "newcase", roles=COORDINATORS, summary=N_("create a case: /newcase SLUG NAME"), order=40
+)
+def new_case(ctx: Context, args: str) -> None:
+    ctx.require_member()
+    parts = args.split(None, 1)
+    if len(parts) < 2:
+        raise UserError(
+            ctx._(
+                "Send /newcase SLUG NAME, for example /newcase nasrin Nasrin Sotoudeh. The "
+                "slug is a short name of 2 to 32 letters a-z, digits and dashes."
+            )
+        )
+    slug = parts[0].lower()
+    if not SLUG_RE.match(slug) or slug in RESERVED_SLUGS or len(slug) < 2:
+        raise UserError(
+            ctx._(
+                "A slug is 2 to 32 characters: letters a-z, digits and dashes, "
+                "not starting or ending with a dash."
+            )
+        )
+    name = clean_text(ctx, parts[1], label=ctx._("name"), most=120, multiline=False)
+    if cases.by_slug(ctx.conn, slug) is not None:
+        raise UserError(ctx._("There is already a case {slug}.", slug=slug))
+    case = cases.create(ctx.conn, slug, name, "restricted", ctx.now)
+    ctx.audit("case.created", f"case:{case.id}")
+    ctx.reply(
+        ctx._(
+            "Case created: {name} (/case {slug}). It is restricted for now: only coordinators "
+            "and people tied to it can see it.\n"
+            "Fill in the case sheet with /editcase {slug} FIELD VALUE. Fields: {fields}.\n"
+            "When the family agrees, make it public: /editcase {slug} visibility public",
+            name=name,
+            slug=slug,
+            fields=", ".join(FIELD_ORDER),
+        )
+    )
+
+
+def _usage_editcase(ctx: Context) -> str:
+    return ctx._(
+        "Send /editcase SLUG FIELD VALUE (a dash as VALUE clears a field). Fields: {fields}.\n"
+        "status: {statuses}. next_hearing: 2026-12-01T10:00 or 2026-12-01, in {tz}. "
+        "detained_since: 2024-03-15. tags: comma-separated. checkin_days: 0 to 365.",
+        fields=", ".join(FIELD_ORDER),
+        statuses=", ".join(cases.STATUSES),
+        tz=ctx.services.default_timezone,
+    )
+
+
+@registry.command(
+    "editcase",
+    roles=COORDINATORS,
+    summary=N_("change a case sheet: /editcase SLUG FIELD VALUE"),
+    order=41,
+)
+def edit_case(ctx: Context, args: str) -> None:
+    member = ctx.require_member()
+    parts = args.split(None, 2)
+    if len(parts) < 2:
+        raise UserError(_usage_editcase(ctx))
+    case = coordinated_case(ctx, parts[0].lower())
+    field = FIELD_ALIASES.get(parts[1].lower().replace("-", "_")[:32])
+    if field is None:
+        raise UserError(_usage_editcase(ctx))
+    if len(parts) < 3 or not parts[2].strip():
+        raise UserError(
+            ctx._(
+                "Send a value: /editcase {slug} {field} VALUE (a dash clears it).",
+                slug=case.slug,
+                field=parts[1].lower()[:32],
+            )
+        )
+    value = parts[2].strip()
+    label = ctx._(FIELD_LABELS[field])
+    shown = _apply(ctx, case, field, value, label, member.id)
+    ctx.audit("case.edited", f"case:{case.id}:{field}")
+    lines = [ctx._("{name}: {field} is now {value}", name=case.name, field=label, value=shown)]
+    if field in ("facility", "status", "next_hearing") and _command_hint(ctx, "update"):
+        lines.append(
+            ctx._("To tell the case's followers, send /update {slug} TEXT.", slug=case.slug)
+        )
+    ctx.reply("\n".join(lines))
+
+
+def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, by: int) -> str:
+    """Validate and store one field; returns how to show the new value."""
+    none = ctx._("(empty)")
+    if field == "status":
+        status = value.lower().replace(" ", "_").replace("-", "_")
+        if status not in cases.STATUSES:
+            raise UserError(
+                ctx._("Unknown status. Use one of: {statuses}.", statuses=", ".join(cases.STATUSES))
+            )
+        cases.set_field(ctx.conn, case.id, "status", status, ctx.now)
+        return status_label(ctx, status)
+    if field == "visibility":
+        vis = value.lower()
+        if vis not in cases.VISIBILITIES:
+            raise UserError(ctx._("Visibility is public or restricted."))
+        cases.set_field(ctx.conn, case.id, "visibility", vis, ctx.now)
+        return vis
+    if field == "checkin_days":
+        if not re.fullmatch(r"\d{1,3}", value) or int(value) > 365:
+            raise UserError(ctx._("The check-in interval is a number of days from 0 (off) to 365."))
+        cases.set_field(ctx.conn, case.id, "checkin_days", int(value), ctx.now)
+        return ctx._("off") if int(value) == 0 else ctx._("every {n} days", n=int(value))
+    if field == "next_hearing":
+        if value == CLEAR:
+            cases.set_next_hearing(ctx.conn, case.id, None, False, ctx.now)
+            return none
+        when, all_day = parse_local_datetime(ctx, value)
+        cases.set_next_hearing(ctx.conn, case.id, when, all_day, ctx.now)
+        return fmt_date(ctx, when) if all_day else fmt_datetime(ctx, when)
+    if field == "detained_since":
+        if value == CLEAR:
+            cases.set_field(ctx.conn, case.id, "detained_since", None, ctx.now)
+            return none
+        iso = parse_partial_date(ctx, value)
+        cases.set_field(ctx.conn, case.id, "detained_since", iso, ctx.now)
+        return iso
+    if field == "tags":
+        if value == CLEAR:
+            cases.set_field(ctx.conn, case.id, "tags", None, ctx.now)
+            return none
+        tags = parse_tags(ctx, value)
+        cases.set_field(ctx.conn, case.id, "tags", ",".join(tags), ctx.now)
+        return ", ".join(tags)
+    multiline, most = TEXT_FIELDS[field]
+    if value == CLEAR:
+        if field == "name":
+            raise UserError(ctx._("A case always has a name."))
+        if field == "facility":
+            cases.clear_facility(ctx.conn, case.id, ctx.now)
+            return none
+        cases.set_field(ctx.conn, case.id, _column(field), None, ctx.now)
+        return none
+    text = clean_text(ctx, value, label=label, most=most, multiline=multiline)
+    if field == "facility":
+        if text != case.facility:
+            cases.record_facility(ctx.conn, case.id, text, ctx.now, by)
+        return text
+    cases.set_field(ctx.conn, case.id, _column(field), text, ctx.now)
+    return _shorten(text, 200)
+
+
+def _column(field: str) -> str:
+    return "how_to_help" if field == "help" else field
+
+
+# --- parsing dates -----------------------------------------------------------------------------
+
+_LOCAL_DT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{1,2}):(\d{2}))?$")
+
+
+def parse_local_datetime(ctx: Context, value: str) -> tuple[float, bool]:
+    """ISO date or date-time in the network's time zone -> (UTC epoch seconds, date only?).
+    Refuses times that do not exist on that day (clock change) and dates long past."""
+    tzname = ctx.services.default_timezone
+    tz = zoneinfo.ZoneInfo(tzname)
+    m = _LOCAL_DT.match(value.strip())
+    bad = ctx._(
+        "Give the date as 2026-12-01, or date and time as 2026-12-01T10:00 ({tz} time).",
+        tz=tzname,
+    )
+    if not m:
+        raise UserError(bad)
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    all_day = m.group(4) is None
+    hh, mm = (0, 0) if all_day else (int(m.group(4)), int(m.group(5)))
+    try:
+        local = datetime(y, mo, d, hh, mm, tzinfo=tz)
+    except ValueError:
+        raise UserError(bad) from None
+    utc = local.astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
+        raise UserError(
+            ctx._("That time does not exist in {tz} (the clocks change then).", tz=tzname)
+        )
+    when = utc.timestamp()
+    if when < ctx.now - 86400:
+        raise UserError(ctx._("That date has passed. Give the next hearing's date."))
+    if when > ctx.now + 10 * 366 * 86400:
+        raise UserError(bad)
+    return when, all_day
+
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def parse_partial_date(ctx: Context, value: str) -> str:
+    """YYYY, YYYY-MM or YYYY-MM-DD, not in the future."""
+    m = _PARTIAL_DATE.match(value.strip())
+    bad = ctx._("Give the date as 2024-03-15 (or 2024-03, or 2024 when only that is known).")
+    if not m:
+        raise UserError(bad)
+    y = int(m.group(1))
+    mo = int(m.group(2) or 1)
+    d = int(m.group(3) or 1)
+    try:
+        first = date(y, mo, d)
+    except ValueError:
+        raise UserError(bad) from None
+    today = datetime.fromtimestamp(ctx.now, zoneinfo.ZoneInfo(member_timezone(ctx))).date()
+    if y < 1900 or first > today + timedelta(days=1):
+        raise UserError(bad)
+    return value.strip()
+
+
+def parse_tags(ctx: Context, value: str) -> list[str]:
+    tags: list[str] = []
+    for raw in value.split(","):
+        tag = unicodedata.normalize("NFC", raw.strip().lower().lstrip("#"))
+        if not tag:
+            continue
+        if not TAG_RE.match(tag) or has_hostile_chars(tag, multiline=False):
+            raise UserError(
+                ctx._("Tags are words of letters, digits and dashes, separated by commas.")
+            )
+        if tag not in tags:
+            tags.append(tag)
+    if not tags or len(tags) > MAX_TAGS:
+        raise UserError(ctx._("Give 1 to {n} tags, separated by commas.", n=MAX_TAGS))
+    return tags

@@ -147,3 +147,41 @@ def open_sealed(private: bytes, sealed: bytes, info: bytes = b"vigil/report") ->
     except Exception:
         # A wrong key and a damaged blob must look alike to the caller.
         raise CryptoError("cannot open sealed data") from None
+
+
+def sealing_public_of(private: bytes) -> bytes:
+    """The public half that belongs to a sealing private key (checks a key file's claim)."""
+    from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+    try:
+        m = mlkem.MLKEM768PrivateKey.from_seed_bytes(private[:-_X25519_BYTES])
+        x = x25519.X25519PrivateKey.from_private_bytes(private[-_X25519_BYTES:])
+    except Exception:
+        raise CryptoError("not a sealing private key") from None
+    return m.public_key().public_bytes_raw() + x.public_key().public_bytes_raw()
+
+
+def key_fingerprint(public: bytes) -> str:
+    """A short, stable name for a sealing public key: which key a report was sealed to."""
+    return hashlib.sha256(b"vigil/sealing-key/v1\x00" + public).hexdigest()[:32]
+
+
+# --- secrets kept under a passphrase outside the key slots (the sealing key file) ----------
+
+
+def wrap_with_passphrase(
+    secret: bytes, passphrase: str, params: KdfParams, context: bytes
+) -> tuple[bytes, bytes]:
+    """Argon2id(passphrase) -> AES-256-GCM over `secret`, bound to `context` as AAD.
+    Returns (salt, wrapped)."""
+    salt = random_bytes(16)
+    kek = stretch_passphrase(passphrase.encode(), salt, params)
+    return salt, aead_seal(kek, secret, context)
+
+
+def unwrap_with_passphrase(
+    wrapped: bytes, passphrase: str, salt: bytes, params: KdfParams, context: bytes
+) -> bytes:
+    """Raises CryptoError alike for a wrong passphrase and a damaged file."""
+    kek = stretch_passphrase(passphrase.encode(), salt, params)
+    return aead_open(kek, wrapped, context)

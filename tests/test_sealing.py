@@ -1,0 +1,326 @@
+"""The sealed archive: report words never sit in the database in plaintext (neither in the
+file bytes nor in the decrypted content), the sealing key file, and the offline export."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import cli, cli_reports
+from bot.messages import Attachment
+from bot.router import CommandRateLimiter
+from handlers import reports as h
+from storage import crypto, keys, outbox, reports
+from storage.store import Store
+from tests.harness import PASSPHRASE, ChatHarness
+
+SENTINEL = "SENTINEL-7f3a9c-report-words"
+SEALING_PW = "sealing key passphrase 42"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    table: str
+    column: str
+    row: dict[str, Any]
+
+
+def scan_db(chat: ChatHarness, needle: str) -> list[Hit]:
+    """Every text or blob cell of every table, read through the decrypting connection."""
+    raw = needle.encode()
+
+    def scan(conn: Any) -> list[Hit]:
+        hits = []
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            cur = conn.execute(f'SELECT * FROM "{table}"')
+            names = [d[0] for d in cur.description]
+            for row in cur.fetchall():
+                for name, value in zip(names, row, strict=True):
+                    found = (isinstance(value, str) and needle in value) or (
+                        isinstance(value, bytes) and raw in value
+                    )
+                    if found:
+                        hits.append(Hit(table, name, dict(zip(names, row, strict=True))))
+        return hits
+
+    return chat.run(scan)
+
+
+def raw_hits(data_dir: Path, needle: str) -> list[str]:
+    found = []
+    for name in ("vigil.db", "vigil.db-wal", "vigil.db-shm"):
+        path = data_dir / name
+        if path.exists() and needle.encode() in path.read_bytes():
+            found.append(name)
+    return found
+
+
+def network(chat: ChatHarness, public: bytes | None) -> ChatHarness:
+    chat.router.limiter = CommandRateLimiter(rate_per_minute=100_000, burst=100_000)
+    chat.services.sealing_public = public
+    chat.case("nasrin", "Nasrin S.", "restricted")
+    chat.member("coo", "coordinator")
+    chat.member("rana", "family", family_of=("nasrin",))
+    return chat
+
+
+def photo(payload: bytes) -> Attachment:
+    data = b"\xff\xd8\xff\xda\x00\x02" + payload + b"\xff\xd9"
+    return Attachment("photo", "f", "image/jpeg", len(data), "p.jpg", data)
+
+
+def cli_run(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *argv: str, pw: str = SEALING_PW):
+    monkeypatch.setenv("VIGIL_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("VIGIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VIGIL_SEALING_PASSPHRASE", pw)
+    monkeypatch.delenv("VIGIL_CONFIG", raising=False)
+    return cli.main(list(argv))
+
+
+# --- nothing plain at rest -------------------------------------------------------------------
+
+
+def test_report_words_are_only_sealed(store: Store, data_dir: Path) -> None:
+    pair = crypto.sealing_keypair()
+    chat = network(ChatHarness(store), pair.public)
+    for text in ["/report", "/r kind visit", "/r date today", "/r health concern"]:
+        chat.say("rana", text)
+    chat.say("rana", f"cold cell {SENTINEL}")
+    # Mid-wizard, the answers are in the draft, encrypted under a key held only in memory.
+    assert scan_db(chat, SENTINEL) == []
+    chat.say("rana", "/r need done")
+    chat.say("rana", f"he said {SENTINEL}")
+    chat.send("rana", "", attachments=(photo(SENTINEL.encode()),))
+    chat.say("rana", "/r more done")
+    chat.say("rana", f"/report one line {SENTINEL}")
+    chat.say("rana", f"/urgent taken away {SENTINEL}")
+
+    # The only plaintext copies are the live copies queued for the coordinator.
+    hits = scan_db(chat, SENTINEL)
+    assert hits, "the live copy must reach the coordinator"
+    for hit in hits:
+        assert (hit.table, hit.column) == ("outbox", "body")
+        assert hit.row["chat"] == "coo"
+        assert hit.row["idem_key"].startswith(("report:", "urgent:"))
+    assert raw_hits(data_dir, SENTINEL) == []
+
+    # The archive holds it, sealed.
+    (sealed, rid, case_id) = chat.run(
+        lambda c: c.execute("SELECT sealed, id, case_id FROM reports ORDER BY id").fetchone()
+    )
+    body = json.loads(crypto.open_sealed(pair.private, sealed, reports.report_info(rid, case_id)))
+    assert SENTINEL in body["conditions"] and SENTINEL in body["text"]
+
+    # Delivered: within a minute the reports job blanks the live copies.
+    now = chat.clock()
+    for item in chat.run(outbox.claim, "console", 1000, now):
+        chat.run(outbox.mark_sent, item.id, "ref", now)
+    chat.run(h.minute_job, now)
+    assert scan_db(chat, SENTINEL) == []
+    store.close()  # checkpoints the WAL into the file
+    assert raw_hits(data_dir, SENTINEL) == []
+
+
+def test_undelivered_live_copy_survives_until_delivery_then_goes(store: Store) -> None:
+    chat = network(ChatHarness(store), crypto.sealing_keypair().public)
+    chat.say("rana", f"/report {SENTINEL}")
+    chat.run(h.minute_job, chat.clock())  # not delivered yet: kept, so it can be delivered
+    assert [hit.table for hit in scan_db(chat, SENTINEL)] == ["outbox"]
+    chat.run(lambda c: c.execute("UPDATE outbox SET state = 'failed', done_at = 1"))
+    chat.run(outbox.purge_done, chat.clock())  # the retention purge alone also removes it
+    assert scan_db(chat, SENTINEL) == []
+
+
+def test_without_a_key_nothing_of_the_report_is_kept(store: Store, data_dir: Path) -> None:
+    chat = network(ChatHarness(store), None)
+    chat.say("rana", f"/report {SENTINEL}")
+    assert scan_db(chat, SENTINEL) == []
+
+
+def test_a_sealed_blob_does_not_open_in_another_row(store: Store) -> None:
+    pair = crypto.sealing_keypair()
+    chat = network(ChatHarness(store), pair.public)
+    chat.say("rana", "/report first")
+    chat.say("rana", "/report second")
+    (a_sealed, a_case), _ = chat.run(
+        lambda c: c.execute("SELECT sealed, case_id FROM reports ORDER BY id").fetchall()
+    )
+    with pytest.raises(crypto.CryptoError):
+        crypto.open_sealed(pair.private, a_sealed, reports.report_info(2, a_case))
+
+
+# --- the key file and the export ---------------------------------------------------------------
+
+
+def test_sealing_new_writes_a_wrapped_key_and_stores_the_public_half(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(out)) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "vigil-sealing-key" and doc["kdf"] == "argon2id"
+    slots = keys.KeySlots.load(data_dir)
+    assert slots.sealing_public is not None
+    assert crypto.key_fingerprint(slots.sealing_public) == doc["key_id"]
+    assert store.db.run_sync(reports.pinned_key) == doc["key_id"]
+    private, public, _ = cli_reports.load_key_file(out, SEALING_PW)
+    assert public == slots.sealing_public and crypto.sealing_public_of(private) == public
+    assert "restart" in capsys.readouterr().out
+
+    again = tmp_path / "again.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(again)) == 2
+    assert "--replace" in capsys.readouterr().err and not again.exists()
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(out)) == 2
+    args = ("keys", "sealing-new", "--replace", "--out", str(again))
+    assert cli_run(monkeypatch, data_dir, *args, pw="short") == 2
+    assert cli_run(monkeypatch, data_dir, *args, pw=PASSPHRASE) == 2
+    assert "must differ" in capsys.readouterr().err
+    assert cli_run(monkeypatch, data_dir, *args) == 0
+    assert keys.KeySlots.load(data_dir).sealing_public != public
+
+
+def _seed_reports(store: Store, data_dir: Path) -> ChatHarness:
+    chat = network(ChatHarness(store), keys.KeySlots.load(data_dir).sealing_public)
+    chat.send(
+        "rana",
+        f'/report =HYPERLINK("http://evil") {SENTINEL}',
+        attachments=(photo(b"PHOTO-" + SENTINEL.encode()),),
+    )
+    for text in ["/report", "/r kind letter", "/r date today", "/r health critical"]:
+        chat.say("rana", text)
+    for text in ["no heating", "/r need medicine", "/r need done", "/skip", "/skip"]:
+        chat.say("rana", text)
+    return chat
+
+
+def test_export_json_and_csv_with_the_right_key(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    _seed_reports(store, data_dir)
+    capsys.readouterr()
+
+    out = tmp_path / "export.json"
+    argv = ("reports", "export", "--sealing-key", str(key), "--out", str(out))
+    assert cli_run(monkeypatch, data_dir, *argv) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(out.read_text())
+    first, second = doc["reports"]
+    assert SENTINEL in first["body"]["text"] and first["case_slug"] == "nasrin"
+    (att,) = first["attachments"]
+    assert SENTINEL.encode() in base64.b64decode(att["data_base64"])
+    assert second["kind"] == "letter" and second["health"] == "critical"
+    assert second["body"]["conditions"] == "no heating"
+    assert second["body"]["needs"] == ["medicine"]
+    assert "exported 2 report(s)" in capsys.readouterr().err
+
+    files = tmp_path / "files"
+    argv = ("reports", "export", "--sealing-key", str(key), "--format", "csv")
+    assert cli_run(monkeypatch, data_dir, *argv, "--attachments-dir", str(files)) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(table) == 2
+    assert table[0]["text"].startswith("'=HYPERLINK")  # not a formula in a spreadsheet
+    assert SENTINEL in table[0]["text"] and table[1]["needs"] == "medicine"
+    (written,) = files.iterdir()
+    assert SENTINEL.encode() in written.read_bytes() and table[0]["attachments"] == str(written)
+
+    audit = store.db.run_sync(lambda c: c.execute("SELECT action FROM audit").fetchall())
+    assert ("reports.exported",) in audit
+
+
+def test_export_with_a_wrong_key_fails_cleanly(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    _seed_reports(store, data_dir)
+    other = tmp_path / "other.key"
+    other.write_text(
+        json.dumps(cli_reports.key_file_document(crypto.sealing_keypair(), SEALING_PW))
+    )
+    capsys.readouterr()
+    out = tmp_path / "x.json"
+
+    def export(path: Path, pw: str = SEALING_PW) -> tuple[int, str]:
+        argv = ("reports", "export", "--sealing-key", str(path), "--out", str(out))
+        rc = cli_run(monkeypatch, data_dir, *argv, pw=pw)
+        return rc, capsys.readouterr().err
+
+    for rc, err, expected in [
+        (*export(other), "opens none of the 2 reports"),
+        (*export(key, "the wrong passphrase"), "Wrong passphrase"),
+        (*export(tmp_path / "missing.key"), "Cannot read"),
+    ]:
+        assert rc == 2 and expected in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("{not json")
+    rc, err = export(garbage)
+    assert rc == 2 and "not a Vigil sealing key file" in err
+    assert not out.exists()
+
+
+def test_export_reports_damaged_rows(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    _seed_reports(store, data_dir)
+    # A blob moved to another row (someone tampering with the archive) no longer opens.
+    store.db.run_sync(
+        lambda c: c.execute("UPDATE reports SET sealed = (SELECT sealed FROM reports WHERE id = 1)")
+    )
+    out = tmp_path / "x.json"
+    argv = ("reports", "export", "--sealing-key", str(key), "--out", str(out))
+    assert cli_run(monkeypatch, data_dir, *argv) == 1
+    doc = json.loads(out.read_text())
+    assert [r["report_id"] for r in doc["reports"]] == [1] and doc["damaged_report_ids"] == [2]
+    assert "1 damaged" in capsys.readouterr().err
+
+
+# --- pieces ----------------------------------------------------------------------------------
+
+
+def test_passphrase_wrap_round_trip() -> None:
+    params = keys.kdf_params_from_env()
+    salt, wrapped = crypto.wrap_with_passphrase(b"secret", "pass phrase", params, b"ctx")
+    assert crypto.unwrap_with_passphrase(wrapped, "pass phrase", salt, params, b"ctx") == b"secret"
+    for pw, context in [("wrong", b"ctx"), ("pass phrase", b"other")]:
+        with pytest.raises(crypto.CryptoError):
+            crypto.unwrap_with_passphrase(wrapped, pw, salt, params, context)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_metadata_is_stripped_from_photos() -> None:
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", b"\x00" * 13)
+        + _png_chunk(b"tEXt", b"GPS\x0051.1N")
+        + _png_chunk(b"eXIf", b"MM\x00*CAMERA")
+        + _png_chunk(b"IDAT", b"pixels")
+        + _png_chunk(b"IEND", b"")
+    )
+    clean, stripped = reports.strip_metadata(png, "image/png")
+    assert stripped and b"51.1N" not in clean and b"CAMERA" not in clean and b"pixels" in clean
+    pdf = b"%PDF-1.4 Author: someone"
+    assert reports.strip_metadata(pdf, "application/pdf") == (pdf, False)
+    broken = b"\xff\xd8\xff\xe1\xff\xff"
+    assert reports.strip_metadata(broken, "image/jpeg") == (broken, False)
