@@ -14,6 +14,7 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+YEAR = 365 * 86400
 
 
 class ConfigError(Exception):
@@ -30,6 +31,18 @@ def _truthy(value: str | None, default: bool) -> bool:
     raise ConfigError(f"Expected yes or no, got {value!r}.")
 
 
+def _seconds(value: str | None, default: int, name: str, most: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds.") from None
+    if not 0 <= seconds <= most:
+        raise ConfigError(f"{name} must be between 0 and {most} seconds.")
+    return seconds
+
+
 @dataclass
 class Settings:
     data_dir: Path
@@ -42,6 +55,8 @@ class Settings:
     telegram_delete_reports: bool = True
     signal_api_url: str | None = None
     signal_number: str | None = field(default=None, repr=False)
+    signal_disappearing_seconds: int = 0  # timer for relatives' Signal chats; 0 = leave as is
+    signal_poll_timeout: int = 1  # normal/native mode: seconds each receive call waits
     timezone: str = "UTC"
     language: str = "en"
     log_level: str = "INFO"
@@ -78,7 +93,8 @@ def _host_only(url: str) -> str:
 _KEYS = {
     "data_dir", "passphrase", "telegram_token", "telegram_api_url", "telegram_webhook_url",
     "telegram_webhook_listen", "telegram_webhook_secret", "telegram_delete_reports",
-    "signal_api_url", "signal_number", "timezone", "language", "log_level", "invite_only",
+    "signal_api_url", "signal_number", "signal_disappearing_seconds", "signal_poll_timeout",
+    "timezone", "language", "log_level", "invite_only",
 }  # fmt: skip
 
 
@@ -118,6 +134,12 @@ def load(config_file: str | None = None, env: dict[str, str] | None = None) -> S
     s.telegram_delete_reports = _truthy(values.get("telegram_delete_reports"), True)
     s.signal_api_url = values.get("signal_api_url") or None
     s.signal_number = values.get("signal_number") or None
+    s.signal_disappearing_seconds = _seconds(
+        values.get("signal_disappearing_seconds"), 0, "VIGIL_SIGNAL_DISAPPEARING_SECONDS", YEAR
+    )
+    s.signal_poll_timeout = _seconds(
+        values.get("signal_poll_timeout"), 1, "VIGIL_SIGNAL_POLL_TIMEOUT", 300
+    )
     s.timezone = values.get("timezone") or "UTC"
     s.language = values.get("language") or "en"
     s.log_level = (values.get("log_level") or "INFO").upper()
