@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -11,11 +12,12 @@ from collections.abc import Callable
 import handlers  # noqa: F401  (registers every command)
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.messages import Incoming
-from bot.router import Router, Services
+from bot.messages import Incoming, Priority
+from bot.router import Router, Services, notify_member
 from bot.scheduler import Scheduler
 from bot.transports.base import Transport
-from storage import outbox
+from storage import members, outbox
+from storage.db import Connection
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,14 @@ class App:
         self.dispatchers = {t.name: Dispatcher(store.db, t, clock) for t in transports}
         self.scheduler = Scheduler(store.db, self.wake_all, clock)
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def alert_admins(self, text: str) -> None:
+        """Tell every administrator, on every transport they use, ahead of all other traffic.
+        The same text is sent at most once an hour."""
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        key = f"admin-alert:{digest}:{int(self.clock() // 3600)}"
+        await self.store.db.run(_alert_admins, text, key, self.clock())
+        self.wake_all()
 
     def wake_all(self) -> None:
         for d in self.dispatchers.values():
@@ -98,6 +108,8 @@ class App:
             log.info("re-queued %d messages that were in flight at the last stop", recovered)
         for d in self.dispatchers.values():
             self._tasks.append(asyncio.create_task(d.run()))
+        for t in self.transports:
+            t.on_alert = self.alert_admins
         self.scheduler.start()
         started: list[Transport] = []
         try:
@@ -128,6 +140,23 @@ class App:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            for t in self.transports:
+                try:
+                    await t.close()
+                except Exception as exc:
+                    log.warning(
+                        "transport %s did not close cleanly: %s", t.name, type(exc).__name__
+                    )
+
+
+def _alert_admins(conn: Connection, text: str, key: str, now: float) -> int:
+    sent = 0
+    for admin_id in members.with_role(conn, ("admin",)):
+        sent += notify_member(
+            conn, admin_id, lambda tr: text, now=now, priority=Priority.EMERGENCY,
+            idem_key=f"{key}:{admin_id}",
+        )  # fmt: skip
+    return sent
 
 
 def command_menus() -> dict[str, list[tuple[str, str]]]:

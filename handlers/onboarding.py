@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bot.i18n import N_
+from bot.messages import Priority
 from bot.router import ANYONE, Context, UserError, registry
-from storage import cases, crypto, invites, members, ratelimits
+from storage import cases, crypto, invites, members, outbox, ratelimits
 
 ROLE_RANK = {"activist": 0, "family": 1, "coordinator": 2, "admin": 3}
 
@@ -103,6 +104,13 @@ def _redeem(ctx: Context, code: str) -> None:
     ctx.member = members.get(ctx.conn, member.id)
     assert ctx.member is not None
     ctx.audit("invite.redeemed", f"invite:{invite.id}")
+    if invite.role == "family" and ctx.incoming.transport == "signal":
+        # Relatives' Signal chats get the network's disappearing-messages timer (if set):
+        # a seized phone then holds less. The Signal transport applies it.
+        outbox.enqueue(
+            ctx.conn, transport="signal", chat=ctx.incoming.chat, member_id=member.id,
+            body={"kind": "disappearing", "text": ""}, priority=Priority.REPLY, now=ctx.now,
+        )  # fmt: skip
     lines = [ctx._("Welcome. You joined as {role}.", role=role_name(ctx, ctx.member.role))]
     if invite.role == "family":
         case = cases.get(ctx.conn, invite.case_id) if invite.case_id else None

@@ -74,6 +74,15 @@ class Transport(abc.ABC):
     async def send(self, out: Outgoing) -> str | None:
         """Deliver one message; returns the platform's message reference if it has one."""
 
+    # Set by the app: the transport tells administrators something that needs a person
+    # (a Signal rate-limit challenge to solve). Text only; never ids or numbers.
+    on_alert: Callable[[str], Awaitable[None]] | None = None
+    can_edit: bool = True  # False: the dispatcher sends an "edit" as a new message
+
+    async def close(self) -> None:
+        """Release clients after the outbox has drained (sends continue after `stop`)."""
+        return None
+
     async def fetch_attachment(self, attachment: Attachment, max_bytes: int) -> bytes | None:
         """The attachment's bytes, or None when it is too large or unavailable."""
         return None
