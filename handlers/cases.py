@@ -432,6 +432,13 @@ def edit_case(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines))
 
 
+def _hearing_changed(ctx: Context, case_id: int, when: float | None) -> None:
+    """A court date is a solidarity action too: the actions module keeps one in step."""
+    hook = registry.hooks.get("case_hearing_set")
+    if hook is not None:
+        hook(ctx, case_id, when)  # type: ignore[arg-type]
+
+
 def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, by: int) -> str:
     """Validate and store one field; returns how to show the new value."""
     none = ctx._("(empty)")
@@ -442,6 +449,8 @@ def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, b
                 ctx._("Unknown status. Use one of: {statuses}.", statuses=", ".join(cases.STATUSES))
             )
         cases.set_field(ctx.conn, case.id, "status", status, ctx.now)
+        if status == "released":
+            _hearing_changed(ctx, case.id, None)  # no more court dates to fill
         return status_label(ctx, status)
     if field == "visibility":
         vis = value.lower()
@@ -457,9 +466,11 @@ def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, b
     if field == "next_hearing":
         if value == CLEAR:
             cases.set_next_hearing(ctx.conn, case.id, None, False, ctx.now)
+            _hearing_changed(ctx, case.id, None)
             return none
         when, all_day = parse_local_datetime(ctx, value)
         cases.set_next_hearing(ctx.conn, case.id, when, all_day, ctx.now)
+        _hearing_changed(ctx, case.id, when)
         return fmt_date(ctx, when) if all_day else fmt_datetime(ctx, when)
     if field == "detained_since":
         if value == CLEAR:
