@@ -44,8 +44,9 @@ def test_demo_tour_reaches_every_persona(tmp_path: Path) -> None:
             "/help",
             ":as coordinator",
             "/invite activist",
-            "/language",
-            "1",
+            "/language ru",
+            "/help",
+            "/language en",
             ":as admin",
             "/invite coordinator",
             ":who",
@@ -60,7 +61,8 @@ def test_demo_tour_reaches_every_persona(tmp_path: Path) -> None:
     assert out.count("No case by that name was found, or you may not see it.") == 1
     assert "Nasrin Sotoudeh-Demo" in out  # the relative sees their restricted case
     assert out.count("Invite code") == 2
-    assert "Language set: English." in out  # the numbered menu answered with "1"
+    assert "Язык" in out or "язык" in out  # the coordinator switched to Russian and back
+    assert "Language set: English." in out
     assert "Bye." in out
 
 
@@ -109,6 +111,10 @@ def test_demo_invite_passes_between_personas(tmp_path: Path) -> None:
         assert "You joined as supporter" in demo.type(f"/start {code.group(0)}")
         demo.type(":as activist")
         assert "not valid" in demo.type(f"/start {code.group(0)}")  # one use only
+        menu = demo.type("/language")  # a numbered menu, answered with the number
+        number = re.search(r"(\d+)\) English", menu)
+        assert number, menu
+        assert "Language set: English." in demo.type(number.group(1))
     finally:
         assert demo.close() == 0
 
