@@ -137,6 +137,11 @@ class _Job:
 _STOP = object()
 
 
+def _fail(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    if not future.done():  # a cancelled caller must not break the others' answers
+        future.set_exception(exc)
+
+
 class Database:
     """One connection, one writer thread; `await db.run(fn, ...)` runs fn(conn, ...) in a txn."""
 
@@ -201,7 +206,7 @@ class Database:
                 log.error("writer batch failed: %s", type(exc).__name__)
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_exception(StoreError("the database refused the write"))
+                        _fail(job.future, StoreError("the database refused the write"))
             if stop_after:
                 break
         try:
@@ -216,7 +221,7 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
         except sqlcipher3.Error as exc:
             for job in batch:
-                job.future.set_exception(StoreError(f"database unavailable: {type(exc).__name__}"))
+                _fail(job.future, StoreError(f"database unavailable: {type(exc).__name__}"))
             return
         for job in batch:
             conn.execute("SAVEPOINT job")
@@ -232,8 +237,8 @@ class Database:
                         conn.execute("ROLLBACK")
                     for j in batch:
                         if not j.future.done() and j is not job:
-                            j.future.set_exception(StoreError("the database refused the write"))
-                    job.future.set_exception(exc)
+                            _fail(j.future, StoreError("the database refused the write"))
+                    _fail(job.future, exc)
                     return
                 outcomes.append((job, None, exc))
             else:
@@ -247,13 +252,15 @@ class Database:
                 conn.execute("ROLLBACK")
             log.error("commit failed: %s", type(exc).__name__)
             for job in batch:
-                job.future.set_exception(StoreError("the database refused the write"))
+                _fail(job.future, StoreError("the database refused the write"))
             return
         for job, result, error in outcomes:
+            if job.future.done():  # the caller gave up (cancelled); the write stands
+                continue
             if error is None:
                 job.future.set_result(result)
             else:
-                job.future.set_exception(error)
+                _fail(job.future, error)
 
     def close(self) -> None:
         if self._thread.is_alive():

@@ -1,0 +1,324 @@
+"""Fan-outs: broadcasts and case alerts, streamed into the outbox in chunks (migration 003).
+
+A fan-out row keeps a cursor (the last member id materialised). Recipients are read in member
+id order, a chunk at a time, and written to the outbox in the same transaction that moves the
+cursor, so a crash never skips anyone and a re-run never writes a message twice (idempotency
+keys). Segments: 'all', 'case:<case id>', 'role:<role>', 'lang:<code>', and 'subs:<case id>'
+(an alert: the case's followers only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from storage import subscriptions
+from storage.db import Connection
+from storage.subscriptions import Recipient
+
+DRAFT = "draft"
+RUNNING = "running"
+DONE = "done"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    id: int
+    kind: str
+    state: str
+    segment: str
+    body: dict[str, Any]
+    priority: int
+    author_id: int | None
+    case_id: int | None
+    update_id: int | None
+    expected: int
+    cursor: int
+    exhausted: bool
+    materialised: int
+    sent_count: int
+    failed_count: int
+    maybe_count: int
+    cancelled_count: int
+    progress_transport: str | None
+    progress_chat: str | None
+    progress_id: int | None
+    progress_edit_id: int | None
+    progress_text: str | None
+    progress_at: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+_COLS = (
+    "id, kind, state, segment, body, priority, author_id, case_id, update_id, expected, cursor, "
+    "exhausted, materialised, sent_count, failed_count, maybe_count, cancelled_count, "
+    "progress_transport, progress_chat, progress_id, progress_edit_id, "
+    "progress_text, progress_at, created_at, started_at, finished_at"
+)
+
+
+def _row(r: tuple[Any, ...]) -> Broadcast:  # body JSON and the exhausted flag converted
+    values = list(r)
+    values[4] = json.loads(values[4])
+    values[11] = bool(values[11])
+    return Broadcast(*values)
+
+
+def create(
+    conn: Connection,
+    *,
+    kind: str,
+    segment: str,
+    body: dict[str, Any],
+    priority: int,
+    now: float,
+    state: str = DRAFT,
+    author_id: int | None = None,
+    case_id: int | None = None,
+    update_id: int | None = None,
+    expected: int = 0,
+) -> int | None:
+    """A new fan-out; None when one already exists for this case update."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO broadcasts (kind, state, segment, body, priority, author_id, "
+        "case_id, update_id, expected, created_at, started_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            kind,
+            state,
+            segment,
+            json.dumps(body, ensure_ascii=False),
+            priority,
+            author_id,
+            case_id,
+            update_id,
+            expected,
+            now,
+            now if state == RUNNING else None,
+        ),
+    )
+    return cur.lastrowid if cur.rowcount == 1 else None
+
+
+def get(conn: Connection, broadcast_id: int) -> Broadcast | None:
+    row = conn.execute(f"SELECT {_COLS} FROM broadcasts WHERE id = ?", (broadcast_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def latest_draft(conn: Connection, author_id: int, since: float) -> Broadcast | None:
+    row = conn.execute(
+        f"SELECT {_COLS} FROM broadcasts WHERE state = 'draft' AND author_id = ? "
+        "AND created_at >= ? ORDER BY id DESC LIMIT 1",
+        (author_id, since),
+    ).fetchone()
+    return _row(row) if row else None
+
+
+def with_state(conn: Connection, *states: str) -> list[Broadcast]:
+    marks = ",".join("?" * len(states))
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM broadcasts WHERE state IN ({marks}) ORDER BY priority, id", states
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def unfinished(conn: Connection) -> list[Broadcast]:
+    """Fan-outs not yet finished (for broadcasts: whose author has not had the summary)."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM broadcasts WHERE state IN ('running', 'cancelled') "
+        "AND finished_at IS NULL ORDER BY id"
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def materialising(conn: Connection) -> list[Broadcast]:
+    """Running fan-outs with recipients not yet written to the outbox, most urgent first."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM broadcasts WHERE state = 'running' AND exhausted = 0 "
+        "ORDER BY priority, id"
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def start(
+    conn: Connection,
+    broadcast_id: int,
+    now: float,
+    *,
+    expected: int,
+    progress_transport: str | None = None,
+    progress_chat: str | None = None,
+) -> bool:
+    return (
+        conn.execute(
+            "UPDATE broadcasts SET state = 'running', started_at = ?, expected = ?, "
+            "progress_transport = ?, progress_chat = ? WHERE id = ? AND state = 'draft'",
+            (now, expected, progress_transport, progress_chat, broadcast_id),
+        ).rowcount
+        == 1
+    )
+
+
+def advance(conn: Connection, broadcast_id: int, cursor: int, exhausted: bool) -> None:
+    conn.execute(
+        "UPDATE broadcasts SET cursor = ?, exhausted = ? WHERE id = ?",
+        (cursor, int(exhausted), broadcast_id),
+    )
+
+
+def set_state(conn: Connection, broadcast_id: int, state: str) -> None:
+    conn.execute("UPDATE broadcasts SET state = ? WHERE id = ?", (state, broadcast_id))
+
+
+def set_progress(
+    conn: Connection,
+    broadcast_id: int,
+    *,
+    text: str,
+    at: float,
+    progress_id: int | None = None,
+    edit_id: int | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE broadcasts SET progress_text = ?, progress_at = ?, "
+        "progress_id = coalesce(?, progress_id), progress_edit_id = coalesce(?, progress_edit_id) "
+        "WHERE id = ?",
+        (text, at, progress_id, edit_id, broadcast_id),
+    )
+
+
+def finish(conn: Connection, broadcast_id: int, now: float) -> None:
+    conn.execute(
+        "UPDATE broadcasts SET finished_at = ?, "
+        "state = CASE state WHEN 'running' THEN 'done' ELSE state END WHERE id = ?",
+        (now, broadcast_id),
+    )
+
+
+def expire_drafts(conn: Connection, before: float) -> int:
+    return conn.execute(
+        "UPDATE broadcasts SET state = 'expired' WHERE state = 'draft' AND created_at < ?",
+        (before,),
+    ).rowcount
+
+
+def alerts_since(
+    conn: Connection, case_ids: list[int] | None, since: float, until: float
+) -> list[Broadcast]:
+    """Alerts published in (since, until], for the given cases (None: every case)."""
+    sql = (
+        f"SELECT {_COLS} FROM broadcasts WHERE kind = 'alert' AND state IN ('running', 'done') "
+        "AND created_at > ? AND created_at <= ?"
+    )
+    args: list[Any] = [since, until]
+    if case_ids is not None:
+        if not case_ids:
+            return []
+        sql += f" AND case_id IN ({','.join('?' * len(case_ids))})"
+        args += case_ids
+    rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+    return [_row(r) for r in rows]
+
+
+# -- segments -----------------------------------------------------------------------------
+
+
+def _member_filter(segment: str, default_language: str) -> tuple[str, tuple[Any, ...]]:
+    kind, _, value = segment.partition(":")
+    if kind == "all":
+        return "", ()
+    if kind == "role":
+        return "AND m.role = ?", (value,)
+    if kind == "lang":
+        return "AND coalesce(m.language, ?) = ?", (default_language, value)
+    raise ValueError("not a member-table segment")
+
+
+def _case_of(segment: str) -> int | None:
+    kind, _, value = segment.partition(":")
+    return int(value) if kind in ("case", "subs") else None
+
+
+def _restricted(conn: Connection, case_id: int) -> bool:
+    row = conn.execute("SELECT visibility FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return row is None or row[0] != "public"
+
+
+def recipients(
+    conn: Connection, segment: str, cursor: int, limit: int, default_language: str = "en"
+) -> tuple[list[Recipient], int, bool]:
+    """The next chunk of a segment: (one row per reachable identity, new cursor, exhausted)."""
+    case_id = _case_of(segment)
+    if case_id is not None:
+        family = segment.startswith("case:")
+        ids = subscriptions.follower_ids(conn, case_id, cursor, limit, with_family=family)
+        rows = subscriptions.recipients(
+            conn, case_id, ids, restricted=_restricted(conn, case_id), with_family=family
+        )
+    else:
+        where, args = _member_filter(segment, default_language)
+        ids = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT m.id FROM members m WHERE m.id > ? {where} ORDER BY m.id LIMIT ?",
+                (cursor, *args, limit),
+            )
+        ]
+        rows = _plain_recipients(conn, ids)
+    new_cursor = ids[-1] if ids else cursor
+    return rows, new_cursor, len(ids) < limit
+
+
+def _plain_recipients(conn: Connection, ids: list[int]) -> list[Recipient]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, coalesce(p.optouts, ''), "
+        "i.transport, i.chat FROM members m "
+        "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
+        "LEFT JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        f"WHERE m.id IN ({marks}) ORDER BY m.id",
+        ids,
+    ).fetchall()
+    return [
+        Recipient(mid, role, lang, tz, quiet, "instant", subscriptions._split(opt), transport, chat)
+        for mid, role, lang, tz, quiet, opt, transport, chat in rows
+    ]
+
+
+def count(conn: Connection, segment: str, default_language: str = "en") -> tuple[int, int]:
+    """(people, messages) a segment reaches now: members with a reachable identity, and the
+    number of those identities (a person on Telegram and Signal gets two messages)."""
+    case_id = _case_of(segment)
+    if case_id is None:
+        where, args = _member_filter(segment, default_language)
+        row = conn.execute(
+            "SELECT count(DISTINCT m.id), count(*) FROM members m "
+            f"JOIN identities i ON i.member_id = m.id AND i.reachable = 1 WHERE 1 {where}",
+            args,
+        ).fetchone()
+        return row[0], row[1]
+    family = segment.startswith("case:")
+    tie = "EXISTS (SELECT 1 FROM case_members cm WHERE cm.case_id = :case AND cm.member_id = m.id)"
+    sources = "SELECT member_id FROM subscriptions WHERE case_id IN (:case, 0)"
+    if family:
+        sources += " UNION SELECT member_id FROM case_members WHERE case_id = :case"
+    # The same rules as `subscriptions.recipients`, in one query (no rows in memory).
+    row = conn.execute(
+        "SELECT count(DISTINCT m.id), count(*) FROM members m "
+        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        "LEFT JOIN subscriptions s ON s.case_id = :case AND s.member_id = m.id "
+        "LEFT JOIN subscriptions a ON a.case_id = 0 AND a.member_id = m.id "
+        f"WHERE m.id IN ({sources}) "
+        "AND coalesce(s.mode, a.mode, '') != 'off' "
+        f"AND (coalesce(s.mode, a.mode) IS NOT NULL OR (:family AND {tie})) "
+        f"AND (NOT :restricted OR m.role IN ('coordinator', 'admin') OR {tie})",
+        {"case": case_id, "family": family, "restricted": _restricted(conn, case_id)},
+    ).fetchone()
+    return row[0], row[1]
