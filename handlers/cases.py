@@ -569,7 +569,7 @@ def parse_partial_date(ctx: Context, value: str) -> str:
 
 def parse_tags(ctx: Context, value: str) -> list[str]:
     tags: list[str] = []
-    for raw in re.split(r"[,،，、]", value):  # Latin, Arabic-script and CJK commas
+    for raw in re.split(r"[,،，、၊]", value):  # Latin, Arabic-script, CJK and Burmese commas
         tag = unicodedata.normalize("NFC", raw.strip().lower().lstrip("#"))
         if not tag:
             continue

@@ -882,7 +882,7 @@ def _answer_needs(ctx: Context, flow: Flow, value: str) -> None:
         _prompt(ctx, flow)
         return
     # A typed list: "medicine, letters"
-    words = [w for w in re.split(r"[,\s;،，、؛]+", value.strip().lower()) if w]
+    words = [w for w in re.split(r"[,\s;،，、؛၊]+", value.strip().lower()) if w]
     labels = {ctx._(label).lower(): k for k, label in NEED_LABELS.items()}
     found = [w if w in reports.NEEDS else labels.get(w) for w in words]
     if words and all(found):
