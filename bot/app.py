@@ -13,6 +13,7 @@ import handlers  # noqa: F401  (registers every command)
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.messages import Incoming, Priority
+from bot.panic import PanicSwitch, panic_wipe
 from bot.router import Router, Services, notify_member
 from bot.scheduler import Scheduler
 from bot.transports.base import Transport
@@ -54,6 +55,9 @@ class App:
         self.dispatchers = {t.name: Dispatcher(store.db, t, clock) for t in transports}
         self.scheduler = Scheduler(store.db, self.wake_all, clock)
         self._tasks: list[asyncio.Task[None]] = []
+        # `vigil wipe` from a shell, or /panic in chat, stops a running bot and erases it.
+        self.panic = PanicSwitch(store.data_dir)
+        self.services.extra["panic"] = self.panic.request
 
     async def alert_admins(self, text: str) -> None:
         """Tell every administrator, on every transport they use, ahead of all other traffic.
@@ -100,6 +104,8 @@ class App:
             await asyncio.sleep(0.01)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.panic.bind(asyncio.get_running_loop())
+        watcher = asyncio.create_task(self.panic.watch())
         recovered = await self.store.db.run(outbox.recover_in_flight)
         if recovered:
             log.info("re-queued %d messages that were in flight at the last stop", recovered)
@@ -123,27 +129,32 @@ class App:
                 except Exception as exc:
                     log.warning("command menu not published: %s", type(exc).__name__)
             log.info("running with %d transport(s)", len(started))
-            await stop.wait()
+            await self.panic.wait_or(stop)
         finally:
-            log.info("stopping: intake first, then draining the outbox")
-            for t in started:
-                try:
-                    await t.stop()
-                except Exception as exc:
-                    log.warning("transport %s did not stop cleanly: %s", t.name, type(exc).__name__)
-            self.scheduler.stop()
-            for d in self.dispatchers.values():
-                await d.drain(DRAIN_GRACE)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            for t in self.transports:
-                try:
-                    await t.close()
-                except Exception as exc:
-                    log.warning(
-                        "transport %s did not close cleanly: %s", t.name, type(exc).__name__
-                    )
+            watcher.cancel()
+            if self.panic.triggered:
+                await panic_wipe(self)  # no drain: nothing more may be sent or kept
+            else:
+                await self._shutdown(started)
+
+    async def _shutdown(self, started: list[Transport]) -> None:
+        log.info("stopping: intake first, then draining the outbox")
+        for t in started:
+            try:
+                await t.stop()
+            except Exception as exc:
+                log.warning("transport %s did not stop cleanly: %s", t.name, type(exc).__name__)
+        self.scheduler.stop()
+        for d in self.dispatchers.values():
+            await d.drain(DRAIN_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t in self.transports:
+            try:
+                await t.close()
+            except Exception as exc:
+                log.warning("transport %s did not close cleanly: %s", t.name, type(exc).__name__)
 
 
 def _alert_admins(conn: Connection, text: str, key: str, now: float) -> int:

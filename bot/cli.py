@@ -194,8 +194,18 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
             "No transport configured: set VIGIL_TELEGRAM_TOKEN for Telegram, or "
             "VIGIL_SIGNAL_API_URL and VIGIL_SIGNAL_NUMBER for Signal (or try `vigil demo`)."
         )
+    from storage.wipe import RunLock
+
     store = _unlock(settings)
-    return _run_app(store, settings, transports)
+    try:
+        lock = RunLock(settings.data_dir).acquire()  # one bot per data dir
+    except StoreError:
+        store.close()
+        raise
+    try:
+        return _run_app(store, settings, transports)
+    finally:
+        lock.release()
 
 
 def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -215,6 +225,7 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     store = (init_network if fresh else unlock)(data_dir, demo.DEMO_PASSPHRASE)
     if fresh:
         store.db.run_sync(demo.seed, store.subkeys.index)
+        demo.seal_to_throwaway_key(store)
     settings.data_dir = data_dir
     console = ConsoleTransport(demo.PERSONAS, "newcomer", intro=demo.INTRO)
 
@@ -251,7 +262,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="configuration, store, transports, outbox depth; no secrets")
     k = sub.add_parser("keys", help="key slots and the sealing key")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    # `keys add`, `keys remove` and `keys rotate` (key slots) go here, with KEY_COMMANDS entries.
+    ksub.add_parser("list", help="the key slots (ids and labels; no secrets)")
+    ka = ksub.add_parser("add", help="a new key slot for another passphrase holder")
+    ka.add_argument("--label", help="who holds it (kept in clear beside the slot)")
+    kr = ksub.add_parser("remove", help="remove a key slot (never the last one)")
+    kr.add_argument("slot", metavar="SLOT_ID")
+    ksub.add_parser("rotate", help="new master key: re-encrypt the db, re-wrap the slots you keep")
     ks = ksub.add_parser("sealing-new", help="new sealing key pair; the private half goes to FILE")
     ks.add_argument("--out", required=True, metavar="FILE", help="where to write the key file")
     ks.add_argument("--replace", action="store_true", help="supersede the current sealing key")
@@ -263,6 +279,17 @@ def parser() -> argparse.ArgumentParser:
     re_.add_argument("--out", metavar="FILE", help="write here (0600) instead of stdout")
     re_.add_argument("--case", metavar="SLUG", help="only this case")
     re_.add_argument("--attachments-dir", metavar="DIR", help="write attachments as files here")
+    b = sub.add_parser("backup", help="write an encrypted backup (opens with a slot passphrase)")
+    b.add_argument("out", metavar="OUT", help="the backup file to write")
+    b.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    rs = sub.add_parser("restore", help="restore a backup into the data dir")
+    rs.add_argument("archive", metavar="IN", help="the backup file")
+    rs.add_argument("--force", action="store_true", help="replace an existing network")
+    w = sub.add_parser("wipe", help="panic: crypto-erase the keys, delete the data (see docs)")
+    w.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    t = sub.add_parser("retention", help="how long each kind of data is kept; change one")
+    t.add_argument("kind", nargs="?", metavar="KIND")
+    t.add_argument("days", nargs="?", type=float, metavar="DAYS")
     return p
 
 
@@ -275,8 +302,21 @@ def _cli_reports(name: str) -> Callable[[argparse.Namespace, config.Settings], i
     return run
 
 
+def _cli_admin(name: str) -> Callable[[argparse.Namespace, config.Settings], int]:
+    def run(args: argparse.Namespace, settings: config.Settings) -> int:
+        from bot import cli_admin
+
+        return getattr(cli_admin, name)(args, settings)
+
+    return run
+
+
 KEY_COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "sealing-new": _cli_reports("cmd_sealing_new"),
+    "list": _cli_admin("cmd_keys_list"),
+    "add": _cli_admin("cmd_keys_add"),
+    "remove": _cli_admin("cmd_keys_remove"),
+    "rotate": _cli_admin("cmd_keys_rotate"),
 }
 REPORT_COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "export": _cli_reports("cmd_export"),
@@ -299,6 +339,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, config.Settings], int]] = {
     "status": cmd_status,
     "keys": cmd_keys,
     "reports": cmd_reports,
+    "backup": _cli_admin("cmd_backup"),
+    "restore": _cli_admin("cmd_restore"),
+    "wipe": _cli_admin("cmd_wipe"),
+    "retention": _cli_admin("cmd_retention"),
 }
 
 

@@ -6,7 +6,9 @@ the handler's changes and the outbox rows it writes commit together or not at al
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -215,6 +217,22 @@ def notify_member(
     return sent
 
 
+def parse_id(text: str) -> int | None:
+    """A number typed by a person: ASCII digits only ("²".isdigit() is True, and int() then
+    fails), short enough for SQLite's INTEGER; an optional leading #."""
+    text = text.strip().removeprefix("#")
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
+
+
+def clean_surrogates(text: str) -> str:
+    """Lone surrogates (malformed UTF-16 from a client) cannot be encoded, stored or compared;
+    they become U+FFFD on intake so every handler sees valid text."""
+    return text.encode("utf-8", "replace").decode("utf-8") if _SURROGATE.search(text) else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class CommandRateLimiter:
     """Per-sender token bucket held in memory: abuse control, not a security boundary."""
 
@@ -254,6 +272,8 @@ class Router:
         now = self.clock()
         if not inbox.claim(conn, msg.transport, msg.key, now):
             return False
+        if _SURROGATE.search(msg.text):
+            msg = dataclasses.replace(msg, text=clean_surrogates(msg.text))
         member = members.by_address(conn, msg.transport, msg.sender)
         if member is not None:
             members.update_chat(conn, msg.transport, msg.sender, msg.chat)

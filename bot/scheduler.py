@@ -9,37 +9,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from storage import conversations, inbox, invites, outbox, ratelimits
 from storage.db import Connection, Database
+from storage.retention import Retention, housekeeping
+
+__all__ = ["REGISTRARS", "UPCOMING", "Retention", "Scheduler", "housekeeping"]
 
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
 
 
-@dataclass(frozen=True)
-class Retention:
-    """How long each kind of operational record is kept (seconds). Shown to users by /mydata."""
-
-    inbox_keys: float = 30 * DAY  # Telegram re-delivers for 24 h at most; Signal may replay later
-    delivered_messages: float = 14 * DAY
-    wizard_state: float = 2 * DAY
-    rate_buckets: float = 2 * DAY
-
-
-def housekeeping(conn: Connection, now: float, retention: Retention) -> dict[str, int]:
-    return {
-        "inbox": inbox.purge_older_than(conn, now - retention.inbox_keys),
-        "outbox": outbox.purge_done(conn, now - retention.delivered_messages),
-        "conversations": conversations.purge_stale(conn, now - retention.wizard_state),
-        "invites": invites.purge_dead(conn, now),
-        "rate_buckets": ratelimits.purge(conn, now - retention.rate_buckets),
-    }
+# Retention periods and the housekeeping job live in storage/retention.py (one table, also
+# read by /mydata); `Retention` and `housekeeping` are re-exported here for existing callers.
+HOUSEKEEPING_EVERY = 6 * 3600.0
+HOUSEKEEPING_FIRST = 60.0  # seconds after start: a bot restarted daily must still purge
 
 
 Job = Callable[[], Awaitable[None]]
@@ -57,7 +45,7 @@ class Scheduler:
         self.db = db
         self.wake = wake
         self.clock = clock
-        self.retention = retention or Retention()
+        self.retention = retention  # None: the periods in the database (defaults + overrides)
         # misfire_grace_time=None: a job missed while the loop was busy runs late, never dropped.
         self.aps = AsyncIOScheduler(
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -90,7 +78,12 @@ class Scheduler:
     def start(self) -> None:
         for registrar in REGISTRARS:
             registrar(self)
-        self.aps.add_job(self._housekeeping, IntervalTrigger(hours=6), id="housekeeping")
+        self.aps.add_job(
+            self._housekeeping,
+            IntervalTrigger(seconds=HOUSEKEEPING_EVERY),
+            id="housekeeping",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=HOUSEKEEPING_FIRST),
+        )
         self.aps.add_job(self._tick, IntervalTrigger(seconds=30), id="tick")
         for name, job, seconds in self._extra:
             self.aps.add_job(job, IntervalTrigger(seconds=seconds), id=name)

@@ -1,3 +1,15 @@
 """Use cases, one module per capability. Importing this package registers every command."""
 
-from handlers import cases, invites, onboarding, preferences  # noqa: F401
+from handlers import (  # noqa: F401
+    actions,
+    admin,
+    broadcasts,
+    cases,
+    invites,
+    letters,
+    onboarding,
+    preferences,
+    privacy,
+    reports,
+    subscriptions,
+)

@@ -64,7 +64,7 @@ from bot import alarms, scheduler
 from bot import recurrence as rec
 from bot.i18n import N_, Translator
 from bot.messages import Choice, Priority
-from bot.router import COORDINATORS, MEMBERS, Context, UserError, notify_member, registry
+from bot.router import COORDINATORS, MEMBERS, Context, UserError, notify_member, parse_id, registry
 from handlers.broadcasts import ROLE_ALIASES, quiet_until, remember_defaults
 from handlers.cases import clean_text, coordinated_case
 from storage import actions, broadcasts, cases, members, outbox, settings
@@ -400,10 +400,10 @@ def may_manage(conn: Connection, action: Action, member: members.Member | None) 
 
 
 def _action_id(ctx: Context, args: str) -> int:
-    token = args.split()[0].lstrip("#") if args.split() else ""
-    if not token.isdigit() or len(token) > 12:
+    found = parse_id(args.split()[0]) if args.split() else None
+    if found is None:
         raise UserError(ctx._(NOT_FOUND))
-    return int(token)
+    return found
 
 
 def visible_action(ctx: Context, args: str, *, manage: bool = False) -> Action:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot import dispatcher
 from bot.i18n import N_, Translator, language_name
 from bot.messages import Choice, Priority
-from bot.router import COORDINATORS, Context, UserError, registry
+from bot.router import COORDINATORS, Context, UserError, parse_id, registry
 from handlers.cases import clean_text, visible_case
 from storage import broadcasts, cases, members, outbox, settings
 from storage.broadcasts import Broadcast
@@ -360,13 +360,6 @@ dispatcher.register_producer("progress", progress, every=1.0)
 
 
 # -- commands -----------------------------------------------------------------------------
-
-
-def parse_id(text: str) -> int | None:
-    """A number typed by a person: ASCII digits only ("²" is a digit to str.isdigit), and short
-    enough for SQLite's INTEGER; an optional leading #."""
-    text = text.strip().removeprefix("#")
-    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
 
 
 def may_coordinate(conn: Connection, member: members.Member, case: cases.Case) -> bool:

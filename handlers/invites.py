@@ -83,12 +83,18 @@ def invite(ctx: Context, args: str) -> None:
     # Only an admin may mint admins or coordinators: a compromised coordinator cannot spread.
     if role in ("admin", "coordinator") and member.role != "admin":
         raise UserError(ctx._("Only an administrator can invite coordinators."))
+    slug = parts[1] if len(parts) > 1 else None
+    if slug is not None:
+        case = cases.by_slug(ctx.conn, slug[:64])
+        # A coordinator of another case must not mint a relative's way into this one.
+        if case is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
+            raise UserError(ctx._("No case with that name was found, or it is not yours."))
     try:
         code = create_invite(
             ctx.conn,
             ctx.services.index_key,
             role=role,
-            case_slug=parts[1] if len(parts) > 1 else None,
+            case_slug=slug,
             uses=1,
             expires_in=DEFAULT_EXPIRY,
             created_by=member.id,

@@ -53,7 +53,15 @@ from typing import Any
 
 from bot.i18n import N_, Translator
 from bot.messages import Attachment, Choice, Priority
-from bot.router import COORDINATORS, FAMILY, Context, UserError, notify_member, registry
+from bot.router import (
+    COORDINATORS,
+    FAMILY,
+    Context,
+    UserError,
+    notify_member,
+    parse_id,
+    registry,
+)
 from handlers.cases import (
     clean_text,
     coordinated_case,
@@ -1068,7 +1076,8 @@ def _ack_choice(aid: int) -> Callable[[Translator], tuple[Choice, ...]]:
 def ack(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     raw = args.strip().lstrip("#")
-    alert = reports.get_alert(ctx.conn, int(raw)) if raw.isdigit() and len(raw) < 12 else None
+    alert_id = parse_id(raw)
+    alert = reports.get_alert(ctx.conn, alert_id) if alert_id is not None else None
     case = cases.get(ctx.conn, alert.case_id) if alert else None
     if alert is None or case is None or not _may_handle(ctx, case):
         raise UserError(ctx._(ALERT_NOT_FOUND))
@@ -1205,10 +1214,10 @@ def parse_update_head(text: str) -> tuple[str, list[str], str]:
 def publish(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     parts = args.strip().split(None, 1)
-    raw = parts[0].lstrip("#") if parts else ""
-    if not raw.isdigit() or len(raw) > 12:
+    report_id = parse_id(parts[0]) if parts else None
+    if report_id is None:
         raise UserError(ctx._("Send /publish ID TEXT, with the report's number from /reports."))
-    found = reports.get(ctx.conn, int(raw))
+    found = reports.get(ctx.conn, report_id)
     case = cases.get(ctx.conn, found.case_id) if found else None
     if (
         found is None

@@ -42,6 +42,10 @@ def init_network(data_dir: Path, passphrase: str) -> Store:
 
 def unlock(data_dir: Path, passphrase: str) -> Store:
     """Unlock read-write. Opening changes no file unless the key is right."""
+    from storage import keyadmin
+
+    if (data_dir / keys.SLOTS_FILE).exists():
+        keyadmin.recover(data_dir, passphrase)  # a key change a crash interrupted
     slots = keys.KeySlots.load(data_dir)
     if not (data_dir / DB_FILE).exists():
         raise StoreError(f"No database in {data_dir}: the key slots have no network beside them.")

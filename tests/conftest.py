@@ -12,8 +12,8 @@ import pytest
 # One test (test_store.py) checks the production parameters explicitly.
 os.environ.setdefault("VIGIL_INSECURE_FAST_KDF", "1")
 
-from storage.store import Store, init_network  # noqa: E402
-from tests.harness import PASSPHRASE, ChatHarness, Clock  # noqa: E402
+from storage.store import Store, init_network
+from tests.harness import PASSPHRASE, ChatHarness, Clock
 
 REPO = Path(__file__).resolve().parent.parent
 

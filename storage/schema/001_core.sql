@@ -1,8 +1,10 @@
 -- Core: members and their platform identities, cases (minimal), invites, inbox, outbox,
 -- conversation state, rate-limit buckets, audit, settings. Times are UTC epoch seconds.
 
+-- AUTOINCREMENT: a member number is never reused after /forgetme, so audit rows and
+-- "/promote N" cannot come to mean someone else.
 CREATE TABLE members (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     role        TEXT NOT NULL CHECK (role IN ('activist', 'family', 'coordinator', 'admin')),
     language    TEXT,
     timezone    TEXT,
@@ -76,7 +78,7 @@ CREATE TABLE conversations (
 
 -- Every message the bot sends is first a row here (priority 0 emergency .. 3 bulk).
 CREATE TABLE outbox (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     transport    TEXT NOT NULL,
     chat         TEXT NOT NULL,
     member_id    INTEGER REFERENCES members(id) ON DELETE CASCADE,
