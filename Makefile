@@ -33,7 +33,7 @@ catalogs: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k _ -k N_ -k tr -k plural:1,2 --no-location \
 		--sort-output --omit-header -o bot/locales/vigil.pot .
 	$(BIN)/pybabel update -i bot/locales/vigil.pot -d bot/locales -D vigil --no-fuzzy-matching \
-		--omit-header --ignore-obsolete
+		--ignore-obsolete  # keep each catalog's header: it carries the plural rule
 
 bench: $(STAMP)
 	$(BIN)/python bench/storage.py

@@ -100,12 +100,13 @@ def mydata(ctx: Context, args: str) -> None:
         )
         lines.append(_("• Cases you are linked to: {cases}. Kept until /forgetme.", cases=linked))
     if s.follows or s.follows_all:
+        all_cases = _("(and all cases)")  # extracted only outside another call's arguments
         lines.append(
             _(
                 "• Cases you follow: {n}{all}, and your alert preferences. Kept until you "
                 "unsubscribe or send /forgetme.",
                 n=s.follows,
-                all=(" " + _("(and all cases)")) if s.follows_all else "",
+                all=(" " + all_cases) if s.follows_all else "",
             )
         )
     if s.rsvps:

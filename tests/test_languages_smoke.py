@@ -1,0 +1,41 @@
+"""A short journey in every shipped language through the console transport (`vigil demo`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.i18n import Translator, available_languages, isolate_ltr
+from tests.test_demo import run_demo
+
+
+@pytest.mark.parametrize("lang", available_languages())
+def test_journey_in_each_language(lang: str, tmp_path) -> None:
+    out = run_demo(
+        [
+            ":as relative",
+            f"/language {lang}",
+            "/help",
+            "/cases",
+            "/report",  # the wizard's first question, with numbered choices
+            "/cancel",
+            ":as coordinator",
+            f"/language {lang}",
+            "/help",
+            "/reports nasrin-demo",
+            "/invite activist",
+            ":quit",
+        ],
+        tmp_path,
+    )
+    tr = Translator(lang)
+    assert tr.language == lang
+    # What the person sees is their own language, not the English source.
+    for source in ("What you can do:", "Cancelled. Nothing was saved."):
+        shown = tr(source)
+        assert shown in out, (lang, source)
+        if lang != "en":
+            assert shown != source
+    assert "Traceback" not in out
+    if tr.rtl:
+        # Commands inside right-to-left text are isolated so they keep their order.
+        assert isolate_ltr("/report") in out or "\u2066/" in out
