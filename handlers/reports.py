@@ -633,14 +633,25 @@ def _match(ctx: Context, flow: Flow, text: str) -> str | None:
 # --- wizard steps ---------------------------------------------------------------------------
 
 
-@registry.flow(FLOW)
-def on_text(ctx: Context, text: str) -> None:
+def _open(ctx: Context, nothing_open: str | None = None) -> Flow | None:
+    """The member's open draft, noting this message for deletion; None once answered
+    (a draft lost to a restart is explained, otherwise `nothing_open` is said)."""
     flow, lost = _load(ctx)
     if flow is None:
-        _no_draft(ctx, lost)
-        return
+        if lost or nothing_open is None:
+            _no_draft(ctx, lost)
+        else:
+            ctx.reply(nothing_open)
+        return None
     _remember_ref(ctx, flow)
-    _answer(ctx, flow, text)
+    return flow
+
+
+@registry.flow(FLOW)
+def on_text(ctx: Context, text: str) -> None:
+    flow = _open(ctx)
+    if flow is not None:
+        _answer(ctx, flow, text)
 
 
 @registry.command(
@@ -653,22 +664,12 @@ def on_text(ctx: Context, text: str) -> None:
 )
 def answer_button(ctx: Context, args: str) -> None:
     step, _, value = args.strip().partition(" ")
-    flow, lost = _load(ctx)
+    closed = ctx._(
+        "That button belongs to a report that is no longer open. Send /report to start a new one."
+    )
+    flow = _open(ctx, ctx._("Thank you.") if step == "more" else closed)
     if flow is None:
-        if step == "more":
-            ctx.reply(ctx._("Thank you."))
-            return
-        if lost:
-            _no_draft(ctx, lost)
-            return
-        ctx.reply(
-            ctx._(
-                "That button belongs to a report that is no longer open. Send /report to start "
-                "a new one."
-            )
-        )
         return
-    _remember_ref(ctx, flow)
     expected = "date" if flow.step == "date_typed" else flow.step
     if step != expected and not (step == "need" and flow.step == "needs"):
         _reprompt(ctx, flow, ctx._("That button belongs to an earlier question."))
@@ -685,14 +686,9 @@ def answer_button(ctx: Context, args: str) -> None:
     hidden=True,
 )
 def skip(ctx: Context, args: str) -> None:
-    flow, lost = _load(ctx)
+    flow = _open(ctx, ctx._("There is nothing to skip."))
     if flow is None:
-        if lost:
-            _no_draft(ctx, lost)
-        else:
-            ctx.reply(ctx._("There is nothing to skip."))
         return
-    _remember_ref(ctx, flow)
     step = flow.step
     if step == "case" or (flow.purpose == "urgent" and step == "text"):
         _reprompt(ctx, flow, ctx._("This question cannot be skipped."))
