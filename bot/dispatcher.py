@@ -80,7 +80,7 @@ SLOWDOWN = 2.0  # rate divided by this on a rate-limit answer ...
 MAX_SLOWDOWN = 16.0  # ... down to 1/16 of the configured rate
 RECOVERY = 0.95  # interval multiplied by this per success, back to the configured rate
 EDIT_TARGET_WAIT = 1.0  # an edit whose message is not sent yet looks again after this
-SENT_FLUSH_WAIT = 0.004  # real seconds a "sent" mark waits for others to share its write
+SENT_FLUSH_WAIT = 0.0  # one loop turn: sends finishing together share one write
 
 
 # -- shared registry ----------------------------------------------------------------------
@@ -259,7 +259,9 @@ class Dispatcher:
     async def _record_sent(self, item_id: int, platform_ref: str | None) -> None:
         """Mark a row sent. Marks made while one write is under way go together in the next
         (one writer job for many messages); the caller returns, and frees its in-flight slot,
-        only once its mark is committed, which is what bounds duplicates after a crash."""
+        only once its mark is committed, which is what bounds duplicates after a crash.
+        No extra wait to gather more: a slot held longer is throughput lost (bench/throughput.py
+        fell from ~950 to ~730 updates/s with a 4 ms gathering wait)."""
         self._sent_batch.append((item_id, platform_ref))
         if self._sent_flush is None:
             self._sent_flush = asyncio.get_running_loop().create_future()
