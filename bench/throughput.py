@@ -12,7 +12,7 @@ counted and both bots are timed by the same clock.
   `TelegramTransport`, in-process in the child. Every update is an inbox row, the handler's
   writes and an outbox row in one transaction, and its reply goes out through the outbox.
   The dispatcher's pacing is lifted to 100,000 messages/s: at Telegram's 30/s a reply
-  benchmark would measure only the platform limit. `in_flight` stays at its production 8.
+  benchmark would measure only the platform limit. `in_flight` stays at its production 16.
 * Bare echo bot: python-telegram-bot's `Application` + `run_polling` with every default
   (httpx request, `concurrent_updates` 1), answering each text with `reply_text`.
 
@@ -62,7 +62,7 @@ def child_vigil(root: str, token: str) -> None:
         settings = Settings(data_dir=data_dir, telegram_token=token, telegram_api_url=root + "/bot")
         transport = TelegramTransport(settings)
         transport.limits = Limits(
-            per_second=100_000, per_chat_per_second=1_000, chat_burst=100, in_flight=8
+            per_second=100_000, per_chat_per_second=1_000, chat_burst=100, in_flight=16
         )
 
         async def main() -> None:
