@@ -540,10 +540,3 @@ def _was_maybe(item: outbox.Item) -> bool:
 def _gone(conn: Connection, item: outbox.Item, kind: str, now: float) -> None:
     outbox.finish(conn, item.id, "failed", kind, now)
     members.mark_unreachable(conn, item.transport, item.chat)
-
-
-def outbox_body(text: str, choices: tuple[Choice, ...] = (), **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text, **extra}
-    if choices:
-        body["choices"] = [[c.label, c.value] for c in choices]
-    return body

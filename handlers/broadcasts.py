@@ -362,15 +362,11 @@ dispatcher.register_producer("progress", progress, every=1.0)
 # -- commands -----------------------------------------------------------------------------
 
 
-def may_coordinate(conn: Connection, member: members.Member, case: cases.Case) -> bool:
-    """Admins, and coordinators of the case (every coordinator while it has none assigned)."""
-    return bool(cases.may_coordinate(conn, case, member.id, member.role))
-
-
 def coordinated_case(ctx: Context, slug: str) -> cases.Case:
     """A case this coordinator may act for; the same answer for missing and not allowed."""
     case = visible_case(ctx, slug)
-    if not may_coordinate(ctx.conn, ctx.require_member(), case):
+    member = ctx.require_member()
+    if not cases.may_coordinate(ctx.conn, case, member.id, member.role):
         raise UserError(ctx._("No case by that name was found, or you may not see it."))
     return case
 

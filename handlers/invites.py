@@ -40,7 +40,11 @@ def create_invite(
     expires_in: int,
     created_by: int | None,
     now: float,
+    by: members.Member | None = None,
 ) -> str:
+    """`by` is the member inviting in chat (None: the operator on the command line). A member
+    may tie an invite only to a case they coordinate, so a coordinator of another case cannot
+    mint a relative's way into this one."""
     if role not in members.ROLES:
         raise InviteError("bad_role")
     if not 1 <= uses <= MAX_USES:
@@ -48,7 +52,7 @@ def create_invite(
     case_id = None
     if case_slug:
         case = cases.by_slug(conn, case_slug)
-        if case is None:
+        if case is None or (by and not cases.may_coordinate(conn, case, by.id, by.role)):
             raise InviteError("no_case")
         case_id = case.id
     elif role == "family":
@@ -83,18 +87,13 @@ def invite(ctx: Context, args: str) -> None:
     # Only an admin may mint admins or coordinators: a compromised coordinator cannot spread.
     if role in ("admin", "coordinator") and member.role != "admin":
         raise UserError(ctx._("Only an administrator can invite coordinators."))
-    slug = parts[1] if len(parts) > 1 else None
-    if slug is not None:
-        case = cases.by_slug(ctx.conn, slug[:64])
-        # A coordinator of another case must not mint a relative's way into this one.
-        if case is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
-            raise UserError(ctx._("No case with that name was found, or it is not yours."))
     try:
         code = create_invite(
             ctx.conn,
             ctx.services.index_key,
             role=role,
-            case_slug=slug,
+            case_slug=parts[1][:64] if len(parts) > 1 else None,
+            by=member,
             uses=1,
             expires_in=DEFAULT_EXPIRY,
             created_by=member.id,

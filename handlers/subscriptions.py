@@ -302,7 +302,6 @@ def parse_update(text: str) -> tuple[str, list[str], str]:
     return "general", [], text.strip()
 
 
-may_coordinate = engine.may_coordinate
 _coordinated_case = engine.coordinated_case
 
 
@@ -320,7 +319,7 @@ def update(ctx: Context, args: str) -> None:
         found = [
             c
             for c in cases.visible_to(ctx.conn, member.id, member.role)
-            if may_coordinate(ctx.conn, member, c)
+            if cases.may_coordinate(ctx.conn, c, member.id, member.role)
         ]
         ctx.reply(
             ctx._("Which case is the update about?"),
@@ -356,7 +355,7 @@ def update_flow(ctx: Context, text: str) -> None:
     member = ctx.require_member()
     case = cases.get(ctx.conn, int(conv.data["case"]))
     ctx.end_flow()
-    if case is None or not may_coordinate(ctx.conn, member, case):
+    if case is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
         raise UserError(ctx._("No case by that name was found, or you may not see it."))
     _post(ctx, case, conv.data["kind"], list(conv.data.get("flags", [])), text.strip())
 
