@@ -21,8 +21,6 @@ __all__ = ["REGISTRARS", "UPCOMING", "Retention", "Scheduler", "housekeeping"]
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
-
 
 # Retention periods and the housekeeping job live in storage/retention.py (one table, also
 # read by /mydata); `Retention` and `housekeeping` are re-exported here for existing callers.

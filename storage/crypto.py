@@ -166,7 +166,7 @@ def key_fingerprint(public: bytes) -> str:
     return hashlib.sha256(b"vigil/sealing-key/v1\x00" + public).hexdigest()[:32]
 
 
-# --- secrets kept under a passphrase outside the key slots (the sealing key file) ----------
+# --- secrets kept under a passphrase (key slots, the sealing key file) ---------------------
 
 
 def wrap_with_passphrase(

@@ -92,9 +92,8 @@ def _aad(slot_id: str) -> bytes:
 
 def _wrap(master: bytes, passphrase: str, label: str, params: crypto.KdfParams) -> Slot:
     slot_id = secrets.token_hex(4)
-    salt = crypto.random_bytes(16)
-    kek = crypto.stretch_passphrase(passphrase.encode(), salt, params)
-    return Slot(slot_id, label, salt, params, crypto.aead_seal(kek, master, _aad(slot_id)))
+    salt, wrapped = crypto.wrap_with_passphrase(master, passphrase, params, _aad(slot_id))
+    return Slot(slot_id, label, salt, params, wrapped)
 
 
 @dataclass
@@ -132,9 +131,10 @@ class KeySlots:
     def unlock(self, passphrase: str) -> bytes:
         """Try every slot; a wrong passphrase and a damaged wrap fail alike."""
         for slot in self.slots:
-            kek = crypto.stretch_passphrase(passphrase.encode(), slot.salt, slot.params)
             try:
-                return crypto.aead_open(kek, slot.wrapped, _aad(slot.slot_id))
+                return crypto.unwrap_with_passphrase(
+                    slot.wrapped, passphrase, slot.salt, slot.params, _aad(slot.slot_id)
+                )
             except crypto.CryptoError:
                 continue
         raise WrongPassphrase("Wrong passphrase: no key slot opens with it.")
