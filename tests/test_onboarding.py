@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from handlers.invites import create_invite
 from tests.harness import ChatHarness
 
@@ -146,3 +148,16 @@ def test_failing_handler_rolls_back_and_answers(chat: ChatHarness, monkeypatch) 
         "help", broken, None, "x", 0))  # fmt: skip
     assert "Nothing was changed" in chat.say("ann", "/help")
     assert chat.run(lambda c: c.execute("SELECT count(*) FROM audit").fetchone()[0]) == 0
+
+
+def test_first_contact_language_comes_from_the_platform_hint(chat: ChatHarness) -> None:
+    reply = chat.say("ivan", "/start", language_hint="ru-RU")
+    assert re.search("[а-яА-Я]", reply) and "Welcome" not in reply  # answered in Russian
+    lang = chat.run(
+        lambda c: c.execute(
+            "SELECT m.language FROM members m JOIN identities i ON i.member_id = m.id "
+            "WHERE i.address = 'ivan'"
+        ).fetchone()[0]
+    )
+    assert lang == "ru"  # a proposal the member can change with /language
+    assert chat.say("olga", "/start", language_hint="xx-YY").startswith("Welcome to Vigil")
