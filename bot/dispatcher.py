@@ -69,6 +69,7 @@ MAX_ATTEMPTS = 8
 BASE_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 MAX_AGE = 3 * 86400.0  # a message this old is no longer worth sending
+CHAT_MARGIN = 1.1  # per-chat pacing runs 10% under the platform's limit
 IDLE_POLL = 30.0  # safety net: rows whose not_before passed while nobody woke us
 GLOBAL_CATCH_UP = 0.1  # seconds of missed global slots a late send may still use
 MAX_HOLD = 2.0  # a claimed row that must wait longer than this goes back to the outbox
@@ -148,7 +149,10 @@ class Pacer:
         `wait` is how long until it. `chat_interval` overrides the chat's rate, without burst
         (Telegram groups: 20/min)."""
         burst = self.chat_burst if chat_interval is None else 1
-        interval = chat_interval or self.chat_interval
+        # A margin over the platform's per-chat rate: messages leave on schedule but reach the
+        # platform with jitter (a cold connection is slower than a warm one), and a schedule
+        # exactly at the limit then lands just inside it.
+        interval = (chat_interval or self.chat_interval) * CHAT_MARGIN
         tat = self._chat_next.get(chat, now)
         gate = max(now, self.halted_until, tat - (burst - 1) * interval)
         pausing = self.paused_until > now

@@ -260,7 +260,7 @@ def _backoff(attempt: int) -> float:
 class TelegramTransport(Transport):
     name = "telegram"
     # 16 concurrent requests: each holds its slot until its "sent" mark is committed, so this
-    # both sets reply throughput (bench/throughput.py: 1.5x -> 1.75x the bare bot over 8) and
+    # sets reply throughput (bench/throughput.py: ~1.5x the bare bot at 8, ~1.75x at 16) and
     # bounds what a crash can duplicate (16 messages, about half a second at 30/s).
     limits = Limits(per_second=30, per_chat_per_second=1, chat_burst=3, in_flight=16)
     can_edit = True  # editMessageText exists; the dispatcher edits in place
