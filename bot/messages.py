@@ -41,6 +41,9 @@ class Incoming:
     language_hint: str | None = None  # e.g. Telegram's language_code; only a proposal
     message_ref: str | None = None  # lets the bot delete a relative's message after storing it
     is_choice: bool = False  # a pressed button rather than typed text
+    # The sender's identity key changed since we last trusted it (Signal safety number): the
+    # core holds the message and quarantines the member until a coordinator confirms them.
+    untrusted_identity: bool = False
 
 
 @dataclass(frozen=True)

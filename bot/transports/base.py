@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.messages import Attachment, Incoming, Outgoing
+from bot.supervisor import LoopFactory, plain_spawn
 
 Deliver = Callable[[Incoming], Awaitable[None]]
+# Starts a long-lived loop under the app's supervisor (restart with back-off, health for the
+# watchdog); transports start every receive/processing loop through it.
+Spawn = Callable[[str, LoopFactory], "asyncio.Task[None]"]
 
 
 class DeliveryError(Exception):
@@ -38,6 +43,11 @@ class RecipientGone(Rejected):
     """The person blocked the bot or left the platform: stop delivering to that chat."""
 
 
+class IdentityUntrusted(Rejected):
+    """The recipient's identity key changed (Signal safety number): nothing was sent to them.
+    The core quarantines the member until a coordinator confirms them in person."""
+
+
 class MaybeSent(DeliveryError):
     """The platform answered with an error that does not prove non-delivery (Signal 400/429)."""
 
@@ -57,9 +67,22 @@ class Limits:
     in_flight: int = 8  # concurrent requests; also bounds duplicates after a crash
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform can do, so the core asks instead of branching on a transport's name."""
+
+    edits: bool = False  # edits a sent message in place (else an edit is sent as a new one)
+    buttons: bool = False  # inline buttons; without them choices are numbered lines
+    deletes_incoming: bool = False  # may delete a person's message from the chat
+    end_to_end: bool = False  # the platform cannot read the content (Signal: yes)
+
+
 class Transport(abc.ABC):
     name: str
     limits: Limits = Limits()
+    capabilities: Capabilities = Capabilities()
+    # Set by the app before `start`; a transport starts its long-lived loops through it.
+    spawn: Spawn = staticmethod(plain_spawn)
 
     @abc.abstractmethod
     async def start(self, deliver: Deliver) -> None:
@@ -85,6 +108,11 @@ class Transport(abc.ABC):
 
     async def fetch_attachment(self, attachment: Attachment, max_bytes: int) -> bytes | None:
         """The attachment's bytes, or None when it is too large or unavailable."""
+        return None
+
+    async def discard_attachment(self, attachment: Attachment) -> None:
+        """Drop an attachment unread (the sender may not send it now): delete it from the
+        platform side where it sits on disk (signal-cli-rest-api); never download it."""
         return None
 
     async def delete_incoming(self, chat: str, message_ref: str) -> None:
