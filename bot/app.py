@@ -12,11 +12,14 @@ from collections.abc import Callable
 import handlers  # noqa: F401  (registers every command)
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
+from bot.jobs import Producer
 from bot.messages import Incoming, Priority
 from bot.panic import PanicSwitch, panic_wipe
-from bot.router import Router, Services, notify_member
+from bot.router import Router, notify_member
 from bot.scheduler import Scheduler
+from bot.services import Services
 from bot.transports.base import Transport
+from handlers import broadcasts, subscriptions
 from storage import members, outbox
 from storage.db import Connection
 from storage.store import Store
@@ -52,12 +55,18 @@ class App:
         self.clock = clock
         self.services = services_for(store, settings)
         self.router = Router(self.services, clock=clock)
-        self.dispatchers = {t.name: Dispatcher(store.db, t, clock) for t in transports}
+        for t in transports:
+            self.services.transports[t.name] = t.capabilities
+        producers = default_producers()
+        self.dispatchers = {
+            t.name: Dispatcher(store.db, t, clock, producers=producers, services=self.services)
+            for t in transports
+        }
         self.scheduler = Scheduler(store.db, self.wake_all, clock)
         self._tasks: list[asyncio.Task[None]] = []
         # `vigil wipe` from a shell, or /panic in chat, stops a running bot and erases it.
         self.panic = PanicSwitch(store.data_dir)
-        self.services.extra["panic"] = self.panic.request
+        self.services.panic = self.panic.request
 
     async def alert_admins(self, text: str) -> None:
         """Tell every administrator, on every transport they use, ahead of all other traffic.
@@ -165,6 +174,10 @@ def _alert_admins(conn: Connection, text: str, key: str, now: float) -> int:
             idem_key=f"{key}:{admin_id}",
         )  # fmt: skip
     return sent
+
+
+def default_producers() -> list[Producer]:
+    return [*broadcasts.PRODUCERS, *subscriptions.PRODUCERS]
 
 
 def command_menus() -> dict[str, list[tuple[str, str]]]:

@@ -40,7 +40,7 @@ window, and nothing is skipped (rows claimed but not yet handed to the transport
 sent after the restart).
 
 Producers: steps that write outbox rows over time (the streaming fan-out of a broadcast, the
-progress message, daily digests) register with `register_producer`; each dispatcher runs them
+progress message, daily digests) are given to each dispatcher by the app; it runs them
 on the database writer thread, in the background of its loop (claims and sends never wait for
 them), every `every` seconds and, for `eager` ones, as soon as its queue runs short, so
 fan-out rows are materialised just ahead of sending.
@@ -54,11 +54,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bot.jobs import JobContext, Producer
 from bot.messages import Choice, Outgoing, Priority
+from bot.services import Services
 from bot.transports.base import MaybeSent, RecipientGone, Rejected, RetryLater, Transport
 from storage import members, outbox
 from storage.db import Connection, Database
@@ -82,36 +83,6 @@ MAX_SLOWDOWN = 16.0  # ... down to 1/16 of the configured rate
 RECOVERY = 0.95  # interval multiplied by this per success, back to the configured rate
 EDIT_TARGET_WAIT = 1.0  # an edit whose message is not sent yet looks again after this
 SENT_FLUSH_WAIT = 0.0  # one loop turn: sends finishing together share one write
-
-
-# -- shared registry ----------------------------------------------------------------------
-
-Produce = Callable[[Connection, float, str], bool]
-
-
-@dataclass(frozen=True)
-class Producer:
-    name: str
-    fn: Produce  # (conn, now, transport) -> True when it wrote rows or has more to do
-    every: float
-    eager: bool
-
-
-PRODUCERS: dict[str, Producer] = {}
-# Transports whose dispatcher is running in this process, and those that edit in place.
-ACTIVE: set[str] = set()
-EDITABLE: set[str] = set()
-
-
-def register_producer(name: str, fn: Produce, *, every: float, eager: bool = False) -> None:
-    """Run `fn(conn, now, transport)` on the writer thread every `every` seconds from each
-    dispatcher (and whenever its queue runs dry if `eager`). It must be idempotent."""
-    PRODUCERS[name] = Producer(name, fn, every, eager)
-
-
-def can_edit(transport: Transport) -> bool:
-    """Transports declare `can_edit`; without the flag Telegram is assumed able to edit."""
-    return bool(getattr(transport, "can_edit", transport.name == "telegram"))
 
 
 # -- pacing -------------------------------------------------------------------------------
@@ -214,6 +185,8 @@ class Dispatcher:
         transport: Transport,
         clock: Callable[[], float] = time.time,
         *,
+        producers: Sequence[Producer] = (),
+        services: Services | None = None,
         time_scale: float = 1.0,
     ) -> None:
         """`time_scale` > 1 lets tests run simulated time: `clock` must then run that many
@@ -221,12 +194,15 @@ class Dispatcher:
         self.db = db
         self.transport = transport
         self.clock = clock
+        self.producers = tuple(producers)
+        self.services = services or Services(index_key=b"")
         self.time_scale = time_scale
         limits = transport.limits
         self.pacer = Pacer(limits.per_second, limits.per_chat_per_second, limits.chat_burst)
         self.in_flight = limits.in_flight
         self.batch = max(1, min(self.in_flight * 4, math.ceil(limits.per_second / 4)))
-        self.editable = can_edit(transport)
+        # Until every transport declares `capabilities`, the older flag decides.
+        self.editable = bool(getattr(transport, "can_edit", transport.capabilities.edits))
         self._wake = asyncio.Event()
         self._stopping = False
         self._chat_tail: dict[str, asyncio.Task[None]] = {}
@@ -298,14 +274,9 @@ class Dispatcher:
     # -- main loop --------------------------------------------------------------------
 
     async def run(self) -> None:
-        name = self.transport.name
-        ACTIVE.add(name)
-        if self.editable:
-            EDITABLE.add(name)
         try:
-            await self._loop(name)
+            await self._loop(self.transport.name)
         finally:
-            ACTIVE.discard(name)
             if self._producing is not None:
                 self._producing.cancel()
 
@@ -335,7 +306,7 @@ class Dispatcher:
             timeout = IDLE_POLL if due is None else max(0.0, min(IDLE_POLL, due - now))
             if max_priority < Priority.BULK:
                 timeout = min(timeout, max(0.0, self.pacer.paused_until - now))
-            for producer in PRODUCERS.values():
+            for producer in self.producers:
                 last = self._produced_at.get(producer.name, -math.inf)
                 timeout = min(timeout, max(0.0, last + producer.every - now))
             if timeout == 0.0:
@@ -353,7 +324,7 @@ class Dispatcher:
         if self._producing is not None and not self._producing.done():
             return
         due = []
-        for producer in PRODUCERS.values():
+        for producer in self.producers:
             last = self._produced_at.get(producer.name, -math.inf)
             if now - last >= producer.every or (dry and producer.eager):
                 self._produced_at[producer.name] = now
@@ -365,11 +336,14 @@ class Dispatcher:
         wrote = False
         for producer in due:
             try:
-                wrote |= bool(await self._db(producer.fn, now, self.transport.name))
+                wrote |= bool(await self._db(self._run_producer, producer, now))
             except Exception as exc:
                 log.error("producer %s failed: %s", producer.name, type(exc).__name__)
         if wrote:
             self._wake.set()
+
+    def _run_producer(self, conn: Connection, producer: Producer, now: float) -> bool:
+        return producer.fn(JobContext(conn, now, self.services), self.transport.name)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)

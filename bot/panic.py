@@ -3,7 +3,7 @@
 Two triggers, one path:
 
 * `/panic PHRASE` (handlers/admin.py) runs on the database writer thread inside a
-  transaction, where no I/O may happen. It calls `Services.extra["panic"]`, which is
+  transaction, where no I/O may happen. It calls `Services.panic`, which is
   `PanicSwitch.request`: thread-safe and non-blocking, it only schedules the switch on the
   event loop (`loop.call_soon_threadsafe`). The wipe itself starts after that message's
   transaction committed, because `Database.close` runs after every queued job.
@@ -20,7 +20,7 @@ Wiring in bot/app.py (App), kept small on purpose:
 
     # __init__
     self.panic = PanicSwitch(store.data_dir)
-    self.services.extra["panic"] = self.panic.request
+    self.services.panic = self.panic.request
     # run(): first thing
     self.panic.bind(asyncio.get_running_loop())
     watcher = asyncio.create_task(self.panic.watch())

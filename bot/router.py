@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.i18n import N_, Translator
 from bot.messages import MAX_TEXT_CHARS, Choice, Incoming, Priority
+from bot.services import Services
 from storage import audit, conversations, inbox, members, outbox
 from storage.conversations import Conversation
 from storage.db import Connection
@@ -96,22 +97,6 @@ def may_use(cmd: Command, member: Member | None) -> bool:
     if cmd.roles is None:
         return True
     return member is not None and member.role in cmd.roles
-
-
-@dataclass
-class Services:
-    """What handlers may use besides the connection: keys and network settings, no transports."""
-
-    index_key: bytes
-    invite_only: bool = False
-    default_language: str = "en"
-    default_timezone: str = "UTC"
-    bot_links: dict[str, str] = field(default_factory=dict)  # transport -> deep-link prefix
-    sealing_public: bytes | None = None
-    delete_reports: bool = True  # remove relatives' report messages from platforms that allow it
-    max_attachment_bytes: int = 10 * 1024 * 1024
-    max_attachments: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -20,7 +20,7 @@ account must not yield the network's roster in one message.
 /panic PHRASE            Crypto-erase: the running bot stops taking messages, overwrites and
                          deletes the key slots, deletes the database and exits
                          (storage/wipe.py). The handler does no I/O: it calls the callable the
-                         App puts in `Services.extra["panic"]`, which schedules the wipe on the
+                         App puts in `Services.panic`, which schedules the wipe on the
                          event loop to start once this message's transaction has committed.
 
 Every act is audited (`member.promoted`, `member.revoked`, `member.removed`, `audit.viewed`,
@@ -33,7 +33,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.i18n import N_, Translator
 from bot.messages import Priority
@@ -45,7 +44,6 @@ from storage import audit, cases, members, privacy
 
 MEMBER_NOT_FOUND = N_("No member with that number.")
 PANIC_PHRASE = N_("wipe everything")
-PANIC_KEY = "panic"  # Services.extra: a thread-safe, non-blocking callable set by the App
 AUDIT_DEFAULT = 20
 AUDIT_MAX = 100
 AUDIT_SCAN = 5000  # rows searched for a filter
@@ -271,8 +269,8 @@ def panic(ctx: Context, args: str) -> None:
             )
         )
         return
-    trigger: Any = ctx.services.extra.get(PANIC_KEY)
-    if not callable(trigger):
+    trigger = ctx.services.panic
+    if trigger is None:
         raise UserError(
             ctx._(
                 "The panic wipe is not available in this process. On the server, run `vigil wipe`."

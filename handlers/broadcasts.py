@@ -26,8 +26,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot import dispatcher
 from bot.i18n import N_, Translator, language_name
+from bot.jobs import JobContext, Producer
 from bot.messages import Choice, Priority
 from bot.router import COORDINATORS, Context, UserError, parse_id, registry
 from handlers.cases import clean_text, visible_case
@@ -275,8 +275,11 @@ def _summary_text(tr: Translator, b: Broadcast, c: dict[str, int]) -> str:
     return text
 
 
-def progress(conn: Connection, now: float, transport: str) -> bool:
-    """Dispatcher producer: progress edits/lines and final summaries; drops stale drafts."""
+def progress(
+    conn: Connection, now: float, transport: str, editable: frozenset[str] = frozenset()
+) -> bool:
+    """Dispatcher producer: progress edits/lines and final summaries; drops stale drafts.
+    `editable`: the transports that edit a sent message in place."""
     broadcasts.expire_drafts(conn, now - DRAFT_TTL)
     wrote = False
     for b in broadcasts.unfinished(conn):
@@ -295,7 +298,7 @@ def progress(conn: Connection, now: float, transport: str) -> bool:
                 broadcasts.finish(conn, b.id, now)
             continue
         tr = Translator(author.language or network_defaults(conn)[1])
-        editable = b.progress_transport in dispatcher.EDITABLE
+        editable = b.progress_transport in editable
         text = _progress_text(tr, b, c)
         if done:
             if editable and b.progress_id is not None:
@@ -355,8 +358,14 @@ def _edit_progress(conn: Connection, b: Broadcast, text: str, now: float) -> Non
     broadcasts.set_progress(conn, b.id, text=text, at=now, edit_id=edit_id)
 
 
-dispatcher.register_producer("fanout", refill, every=0.25, eager=True)
-dispatcher.register_producer("progress", progress, every=1.0)
+def _editable(job: JobContext) -> frozenset[str]:
+    return frozenset(t for t, caps in job.services.transports.items() if caps.edits)
+
+
+PRODUCERS = (
+    Producer("fanout", lambda job, t: refill(job.conn, job.now, t), every=0.25, eager=True),
+    Producer("progress", lambda job, t: progress(job.conn, job.now, t, _editable(job)), every=1.0),
+)
 
 
 # -- commands -----------------------------------------------------------------------------

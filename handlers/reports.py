@@ -22,7 +22,7 @@ Decisions (see also docs/cases-and-reports.md):
   the words then appear nowhere in the decrypted database. Attachments are never sent live:
   they are opened with `vigil reports export`.
 * Drafts. An unfinished wizard is kept in `report_drafts`, encrypted under a key that lives
-  only in this process's memory (Services.extra); a restart discards unfinished drafts.
+  only in this process's memory (Services.draft_key); a restart discards unfinished drafts.
 * /publish. The server cannot open sealed bodies, so /publish ID TEXT requires the
   coordinator to write the public text (from the live copy, leaving out anything private);
   that review is the only way family content reaches supporters. Alerts go through the
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 FLOW = "report"
 DAY = 86400.0
-DRAFT_KEY = "report_draft_key"
 DRAFT_TTL = 2 * DAY
 MORE_WINDOW = 15 * 60  # after a wizard report, further photos join it for this long
 MAX_TEXT = 10_000
@@ -120,11 +119,7 @@ class Flow:
 
 
 def _draft_key(ctx: Context) -> bytes:
-    key = ctx.services.extra.get(DRAFT_KEY)
-    if not isinstance(key, bytes):
-        key = crypto.random_bytes()
-        ctx.services.extra[DRAFT_KEY] = key
-    return key
+    return ctx.services.draft_key
 
 
 def _aad(member_id: int) -> bytes:

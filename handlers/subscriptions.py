@@ -19,8 +19,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-from bot import dispatcher
 from bot.i18n import N_, Translator
+from bot.jobs import Producer
 from bot.messages import Choice, Priority
 from bot.router import COORDINATORS, MEMBERS, Context, UserError, registry
 from handlers import broadcasts as engine
@@ -629,4 +629,4 @@ def _digest_for(
     return wrote
 
 
-dispatcher.register_producer("digest", digest_tick, every=5.0, eager=False)
+PRODUCERS = (Producer("digest", lambda job, t: digest_tick(job.conn, job.now, t), every=5.0),)

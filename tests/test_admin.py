@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.admin import PANIC_KEY
 from storage import crypto, members
 from tests.harness import ChatHarness
 
@@ -112,11 +111,11 @@ def test_panic_needs_the_phrase_and_the_app(net: ChatHarness) -> None:
     assert "not the confirmation phrase" in net.say("ada", "/panic wipe")
     assert "not available in this process" in net.say("ada", "/panic wipe everything")
     calls: list[int] = []
-    net.services.extra[PANIC_KEY] = lambda: calls.append(1)
+    net.services.panic = lambda: calls.append(1)
     try:
         assert "Wiping now" in net.say("ada", "/panic  WIPE everything ")
     finally:
-        net.services.extra.pop(PANIC_KEY)
+        net.services.panic = None
     assert calls == [1]
     actions = net.run(lambda c: c.execute("SELECT action FROM audit").fetchall())
     assert ("panic.requested",) in actions
@@ -126,9 +125,9 @@ def test_panic_trigger_failure_changes_nothing(net: ChatHarness) -> None:
     def broken() -> None:
         raise RuntimeError("loop closed")
 
-    net.services.extra[PANIC_KEY] = broken
+    net.services.panic = broken
     try:
         assert "Something went wrong" in net.say("ada", "/panic wipe everything")
     finally:
-        net.services.extra.pop(PANIC_KEY)
+        net.services.panic = None
     assert net.run(lambda c: c.execute("SELECT count(*) FROM audit").fetchone()[0]) == 0

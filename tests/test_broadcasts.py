@@ -6,9 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
-from bot import dispatcher
 from bot.messages import Priority
 from handlers import broadcasts as engine
 from storage import broadcasts, cases, members, outbox
@@ -50,6 +47,9 @@ def latest(chat: ChatHarness) -> broadcasts.Broadcast:
     b = chat.run(broadcasts.get, bid)
     assert b is not None
     return b
+
+
+EDITS = frozenset({"console"})  # play a transport that edits messages in place
 
 
 def test_preview_then_confirm(chat: ChatHarness) -> None:
@@ -146,10 +146,7 @@ def test_streaming_fan_out_and_resume_from_cursor(chat: ChatHarness) -> None:
     assert b.exhausted and b.materialised == n + 4
 
 
-def test_progress_edits_in_place_and_final_summary(
-    chat: ChatHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dispatcher, "EDITABLE", {"console"})
+def test_progress_edits_in_place_and_final_summary(chat: ChatHarness) -> None:
     network(chat)
     chat.say("cora", "/broadcast all Hearing tomorrow 10:00")
     chat.say("cora", "/confirm")
@@ -158,21 +155,18 @@ def test_progress_edits_in_place_and_final_summary(
     chat.clock.advance(engine.PROGRESS_EVERY)
     deliver_all(chat)
     mark = chat.last_id()
-    chat.run(engine.progress, chat.clock(), "console")
+    chat.run(engine.progress, chat.clock(), "console", EDITS)
     rows = chat.outbox(mark, chat="cora")
     edits = [r for r in rows if r.body.get("kind") == "edit"]
     assert edits and all(r.body["target"] == progress_id for r in edits)
     summary = [r for r in rows if r.body.get("kind") is None]
     assert len(summary) == 1 and "finished: 4 sent, 0 not delivered" in summary[0].text
     assert latest(chat).state == broadcasts.DONE
-    chat.run(engine.progress, chat.clock(), "console")
+    chat.run(engine.progress, chat.clock(), "console", EDITS)
     assert len(chat.outbox(mark, chat="cora")) == len(rows)  # the summary is written once
 
 
-def test_progress_edits_coalesce_while_pending(
-    chat: ChatHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dispatcher, "EDITABLE", {"console"})
+def test_progress_edits_coalesce_while_pending(chat: ChatHarness) -> None:
     network(chat)
 
     def seed(conn: Any) -> None:
@@ -195,15 +189,12 @@ def test_progress_edits_coalesce_while_pending(
             c, c.execute("SELECT id FROM outbox WHERE state = 'sending'").fetchone()[0], "1", 0
         ))  # fmt: skip
         chat.clock.advance(engine.PROGRESS_EVERY)
-        chat.run(engine.progress, chat.clock(), "console")
+        chat.run(engine.progress, chat.clock(), "console", EDITS)
     edits = [r for r in chat.outbox(mark, chat="cora") if r.body.get("kind") == "edit"]
     assert len(edits) == 1 and "3 sent" in edits[0].text
 
 
-def test_progress_as_new_lines_where_edits_are_impossible(
-    chat: ChatHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dispatcher, "EDITABLE", set())
+def test_progress_as_new_lines_where_edits_are_impossible(chat: ChatHarness) -> None:
     network(chat)
     chat.say("cora", "/broadcast all x")
     chat.say("cora", "/confirm")
@@ -249,10 +240,7 @@ def test_draft_expires_after_an_hour(chat: ChatHarness) -> None:
     assert latest(chat).state == broadcasts.EXPIRED
 
 
-def test_quiet_hours_hold_and_failures_in_summary(
-    chat: ChatHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dispatcher, "EDITABLE", {"console"})
+def test_quiet_hours_hold_and_failures_in_summary(chat: ChatHarness) -> None:
     network(chat)
     chat.clock.now = datetime(2026, 10, 1, 23, 0, tzinfo=UTC).timestamp()
     chat.say("ann", "/quiet 22-7")
@@ -261,14 +249,14 @@ def test_quiet_hours_hold_and_failures_in_summary(
     deliver_all(chat, state="failed")  # the three that are due: blocked
     chat.clock.advance(engine.PROGRESS_EVERY)
     mark = chat.last_id()
-    chat.run(engine.progress, chat.clock(), "console")
+    chat.run(engine.progress, chat.clock(), "console", EDITS)
     rows = chat.outbox(mark, chat="cora")
     assert "1 wait for their quiet hours to end" in rows[-1].text
     assert latest(chat).finished_at is None  # not finished while someone waits
     chat.clock.now = datetime(2026, 10, 2, 7, 0, 1, tzinfo=UTC).timestamp()
     deliver_all(chat)
     mark = chat.last_id()
-    chat.run(engine.progress, chat.clock(), "console")
+    chat.run(engine.progress, chat.clock(), "console", EDITS)
     summary = [r.text for r in chat.outbox(mark, chat="cora") if "kind" not in r.body]
     assert summary == ["Broadcast #1 finished: 1 sent, 3 not delivered."]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.app import default_producers
 from bot.dispatcher import GLOBAL_CATCH_UP, MAX_ATTEMPTS, OUTAGE_MAX, Dispatcher, Pacer
 from bot.messages import Priority
 from bot.transports.base import Limits, MaybeSent
@@ -76,7 +77,11 @@ def make(
     transport = MemoryTransport(
         clock=clock, limits=limits or Limits(per_second=30, in_flight=8), flood=flood, **kw
     )
-    return Dispatcher(store.db, transport, clock, time_scale=scale), transport, clock
+    return (
+        Dispatcher(store.db, transport, clock, producers=default_producers(), time_scale=scale),
+        transport,
+        clock,
+    )
 
 
 def test_pacer_never_exceeds_global_or_chat_rate() -> None:

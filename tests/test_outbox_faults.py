@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bot.app import default_producers
 from bot.dispatcher import OUTAGE_MAX, Dispatcher
 from bot.transports.base import Limits, RetryLater
 from bot.transports.telegram import TelegramTransport
@@ -33,6 +34,8 @@ from storage import outbox
 from storage.store import Store, unlock
 from tests.fakes.memory_transport import Flood, MemoryTransport, ScaledClock
 from tests.harness import PASSPHRASE, ChatHarness
+
+PRODUCERS = default_producers()
 
 
 def seed_network(store: Store, n: int, *, transport: str = "fake") -> None:
@@ -135,14 +138,14 @@ async def test_kill_at_random_points_of_a_5000_broadcast(data_dir: Path, store: 
     current = store
     for point in points:
         await asyncio.sleep(0)
-        dispatcher = Dispatcher(current.db, transport, clock)
+        dispatcher = Dispatcher(current.db, transport, clock, producers=PRODUCERS)
         await current.db.run(outbox.recover_in_flight)
         task = asyncio.create_task(dispatcher.run())
         await wait_for(lambda p=point: len(transport.deliveries) >= p)
         crash(current, dispatcher, task)
         await asyncio.gather(task, *dispatcher._active, return_exceptions=True)
         current = unlock(data_dir, PASSPHRASE)  # the restart
-    dispatcher = Dispatcher(current.db, transport, clock)
+    dispatcher = Dispatcher(current.db, transport, clock, producers=PRODUCERS)
     await current.db.run(outbox.recover_in_flight)
     task = asyncio.create_task(dispatcher.run())
 
@@ -179,7 +182,7 @@ async def test_sixty_second_outage_loses_nothing(store: Store) -> None:
         limits=Limits(per_second=100, in_flight=8),
         flood=Flood(per_second=100, burst=100),
     )
-    dispatcher = Dispatcher(store.db, transport, clock, time_scale=scale)
+    dispatcher = Dispatcher(store.db, transport, clock, producers=PRODUCERS, time_scale=scale)
     task = asyncio.create_task(dispatcher.run())
     try:
         await wait_for(lambda: len(transport.deliveries) >= 200)
@@ -219,7 +222,7 @@ async def test_storm_of_429s(store: Store) -> None:
         limits=Limits(per_second=30, in_flight=8),
         flood=Flood(per_second=30, burst=30),
     )
-    dispatcher = Dispatcher(store.db, transport, clock, time_scale=scale)
+    dispatcher = Dispatcher(store.db, transport, clock, producers=PRODUCERS, time_scale=scale)
     answered: list[float] = []
     original = transport.send
 

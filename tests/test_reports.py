@@ -188,7 +188,7 @@ def test_empty_report_is_not_sent(net: ChatHarness) -> None:
 
 def test_draft_lost_after_a_restart(net: ChatHarness) -> None:
     net.say("rana", "/report")
-    net.services.extra.pop(h.DRAFT_KEY)  # what a restart does to the in-memory draft key
+    net.services.draft_key = crypto.random_bytes()  # a restart: a new in-memory draft key
     assert "lost when the bot restarted" in net.say("rana", "/r kind visit")
     assert report_rows(net) == []
 

@@ -154,7 +154,6 @@ class StopMe:
 
 def test_panic_from_chat_wipes_a_running_store(chat: ChatHarness) -> None:
     """/panic's callable only schedules; panic_wipe stops intake, does not drain, erases."""
-    from handlers.admin import PANIC_KEY
 
     populate(chat)
     chat.member("ada", "admin")
@@ -165,7 +164,7 @@ def test_panic_from_chat_wipes_a_running_store(chat: ChatHarness) -> None:
     async def scenario() -> wipe.WipeReport | None:
         switch = panic.PanicSwitch(data)
         switch.bind(asyncio.get_running_loop())
-        chat.services.extra[PANIC_KEY] = switch.request
+        chat.services.panic = switch.request
         stop = asyncio.Event()
         # The message is handled on the writer thread, as in the App.
         reply = await asyncio.to_thread(chat.say, "ada", "/panic wipe everything")
