@@ -50,26 +50,29 @@ Decisions:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date, format_skeleton, format_timedelta, get_day_names
 
-from bot import alarms, scheduler
 from bot import recurrence as rec
+from bot.capability import Capability, Commands
+from bot.context import COORDINATORS, MEMBERS, Context, UserError, parse_id
+from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_, Translator
+from bot.jobs import Alarm, JobContext, PeriodicJob
 from bot.messages import Choice, Priority
-from bot.router import COORDINATORS, MEMBERS, Context, UserError, notify_member, parse_id, registry
+from bot.notify import notify_member
 from handlers.broadcasts import ROLE_ALIASES, quiet_until, remember_defaults
-from handlers.cases import clean_text, coordinated_case
+from handlers.common import clean_text, coordinated_case, safe_zone, valid_zone, zone
 from storage import actions, broadcasts, cases, members, outbox, settings
 from storage.actions import Action, Occurrence
 from storage.db import Connection
+
+commands = Commands()
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 DEFAULT_REMINDERS = (DAY, HOUR)
@@ -144,30 +147,6 @@ TEMPLATES = {
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-@functools.lru_cache(maxsize=1024)
-def safe_zone(name: str | None) -> str:
-    """A zone name to show and compute with: `name` if it exists, else UTC."""
-    try:
-        ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return "UTC"
-    return name or "UTC"
-
-
-def valid_zone(name: str) -> str | None:
-    from handlers.preferences import _zones
-
-    wanted = name[:64].lower()
-    return next((z for z in _zones() if z.lower() == wanted), None)
 
 
 def kind_label(tr: Translator, kind: str) -> str:
@@ -918,7 +897,6 @@ def create_action(
     action = actions.get(conn, action_id)
     assert action is not None
     materialise(conn, action, now)
-    alarms.poke()
     fresh = actions.get(conn, action_id)
     assert fresh is not None
     return fresh
@@ -939,7 +917,6 @@ def replan(conn: Connection, action: Action, now: float, tell: Callable[..., Non
             actions.update(conn, fresh.id, last_start=fresh.once_at, horizon_at=None)
             if tell is not None:
                 tell(occ, "moved")
-            alarms.poke()
             return
         actions.update(conn, fresh.id, last_start=None)
     else:
@@ -951,7 +928,6 @@ def replan(conn: Connection, action: Action, now: float, tell: Callable[..., Non
     again = actions.get(conn, fresh.id)
     assert again is not None
     materialise(conn, again, now)
-    alarms.poke()
 
 
 def _latest(conn: Connection, action_id: int) -> Occurrence | None:
@@ -965,7 +941,6 @@ def replan_reminders(conn: Connection, action: Action, now: float) -> None:
     for occ in actions.future_occurrences(conn, fresh.id, now):
         actions.drop_pending_reminders(conn, occ.id)
         plan_reminders(conn, fresh, occ.id, occ.start_at, now)
-    alarms.poke()
 
 
 def replan_reveals(conn: Connection, action: Action, now: float) -> None:
@@ -973,7 +948,6 @@ def replan_reveals(conn: Connection, action: Action, now: float) -> None:
     assert fresh is not None
     for occ in actions.future_occurrences(conn, fresh.id, now):
         actions.set_reveal(conn, occ.id, _reveal_at(fresh, occ.start_at, now))
-    alarms.poke()
 
 
 def cancel_action(
@@ -986,7 +960,6 @@ def cancel_action(
         if tell is not None:
             tell(occ, "cancelled")
     actions.update(conn, action.id, state=actions.CANCELLED, horizon_at=None, exact_place=None)
-    alarms.poke()
     return len(future)
 
 
@@ -1091,7 +1064,8 @@ def ensure_hearing_action(
 
 
 def on_case_hearing_set(ctx: Context, case_id: int, hearing_utc_epoch: float | None) -> None:
-    """registry.hooks["case_hearing_set"]: called by /editcase after next_hearing changed."""
+    """Called by /editcase after next_hearing changed."""
+    ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
     remember_defaults(ctx)
     action_id, what = _hearing(
         ctx.conn, case_id, hearing_utc_epoch, ctx.now, ctx.services.default_timezone
@@ -1119,9 +1093,6 @@ def on_case_hearing_set(ctx: Context, case_id: int, hearing_utc_epoch: float | N
         ctx.reply(ctx._("The court-hearing action for this case was called off."))
 
 
-registry.hooks["case_hearing_set"] = on_case_hearing_set  # type: ignore[assignment]
-
-
 # -- /schedule ----------------------------------------------------------------------------
 
 
@@ -1143,7 +1114,7 @@ def _usage(ctx: Context) -> str:
     )
 
 
-@registry.command(
+@commands.command(
     "schedule",
     roles=COORDINATORS,
     summary=N_("schedule an action: /schedule SLUG|- WHEN TITLE"),
@@ -1180,77 +1151,125 @@ def _zone_of(ctx: Context, data: dict[str, Any]) -> str:
     return data["options"].get("tz") or _coordinator_zone(ctx)
 
 
+def _missing(data: dict[str, Any]) -> str | None:
+    """The first piece the coordinator has not given yet (the one-line form may give some)."""
+    if "case_id" not in data:
+        return "case"
+    if "kind" not in data and "title" not in data:
+        return "kind"
+    for key in ("when", "title", "place"):
+        if key not in data:
+            return key
+    return None
+
+
 def _ask(ctx: Context, data: dict[str, Any]) -> None:
     """Ask for the first missing piece, or create the action when nothing is missing."""
-    if "case_id" not in data:
-        member = ctx.require_member()
-        mine = cases.coordinated_by(ctx.conn, member.id, member.role)[:8]
-        choices = (
-            Choice(ctx._("No case"), "-"),
-            *(Choice(c.name[:40], c.slug) for c in mine),
-        )
-        ctx.start_flow(FLOW, "case", data)
-        ctx.reply(
-            ctx._(
-                "Which case is this action for? Send the case's short name, or - for an action "
-                "without a case. (/cancel stops.)"
-            ),
-            choices,
-        )
+    step = _missing(data)
+    if step is None:
+        _create_from(ctx, data)
         return
-    if "kind" not in data and "title" not in data:
-        ctx.start_flow(FLOW, "kind", data)
-        choices = tuple(Choice(_cap(kind_label(ctx._, k)), k) for k in KIND_LABELS)
-        ctx.reply(ctx._("What kind of action?"), choices)
-        return
-    if "when" not in data:
-        ctx.start_flow(FLOW, "when", data)
-        ctx.reply(
-            ctx._(
-                "When? Send a date and time like 2026-12-01T10:00, or a rule like "
-                "weekly:sun@18:00, monthly:15@19:00 or yearly:10-30@12:00. Times are in {tz}.",
-                tz=_zone_of(ctx, data),
-            )
-        )
-        return
-    if "title" not in data:
-        ctx.start_flow(FLOW, "title", data)
-        ctx.reply(ctx._("A short title, for example: Vigil outside the embassy."))
-        return
-    if "place" not in data:
-        ctx.start_flow(FLOW, "place", data)
-        ctx.reply(
-            ctx._(
-                'Where? A city, an address or "online": everyone invited sees it. Send - to '
-                "leave it empty. An exact meeting point for those who join only can be added "
-                "afterwards with /editaction ID secret TEXT."
-            ),
-            (Choice(ctx._("No place"), "-"),),
-        )
-        return
-    ctx.end_flow()
-    _create_from(ctx, data)
+    ctx.start_flow(SCHEDULE, data, step=step)
 
 
-@registry.flow(FLOW)
-def schedule_flow(ctx: Context, text: str) -> None:
-    conv = ctx.conversation()
-    assert conv is not None
-    data = dict(conv.data)
-    data.setdefault("options", {})
-    value = text.strip()
-    if conv.step == "case":
-        data["case_id"] = None if value == "-" else coordinated_case(ctx, value.lower()).id
-    elif conv.step == "kind":
-        data["kind"] = parse_kind(ctx, value)
-    elif conv.step == "when":
-        parse_start(ctx, value, _zone_of(ctx, data))
-        data["when"] = value
-    elif conv.step == "title":
-        data["title"] = _clean_title(ctx, value)
-    elif conv.step == "place":
-        data["place"] = None if value == "-" else _clean_place(ctx, value)
-    _ask(ctx, data)
+def _continue(fc: FlowContext) -> None:
+    step = _missing(fc.data)
+    if step is not None:
+        fc.goto(step)
+        return
+    fc.end()
+    try:
+        _create_from(fc.ctx, fc.data)
+    except UserError as err:
+        raise fc.fail(err.message) from None
+
+
+def _ask_case(fc: FlowContext) -> str:
+    return fc.ctx._(
+        "Which case is this action for? Send the case's short name, or - for an action "
+        "without a case. (/cancel stops.)"
+    )
+
+
+def _case_choices(fc: FlowContext) -> tuple[Choice, ...]:
+    member = fc.ctx.require_member()
+    mine = cases.coordinated_by(fc.ctx.conn, member.id, member.role)[:8]
+    return (Choice(fc.ctx._("No case"), "-"), *(Choice(c.name[:40], c.slug) for c in mine))
+
+
+def _answer_case(fc: FlowContext, value: str) -> None:
+    value = value.strip()
+    fc.data["case_id"] = None if value == "-" else coordinated_case(fc.ctx, value.lower()).id
+    _continue(fc)
+
+
+def _kind_choices(fc: FlowContext) -> tuple[Choice, ...]:
+    return tuple(Choice(_cap(kind_label(fc.ctx._, k)), k) for k in KIND_LABELS)
+
+
+def _answer_kind(fc: FlowContext, value: str) -> None:
+    fc.data["kind"] = parse_kind(fc.ctx, value.strip())
+    _continue(fc)
+
+
+def _ask_when(fc: FlowContext) -> str:
+    return fc.ctx._(
+        "When? Send a date and time like 2026-12-01T10:00, or a rule like "
+        "weekly:sun@18:00, monthly:15@19:00 or yearly:10-30@12:00. Times are in {tz}.",
+        tz=_zone_of(fc.ctx, fc.data),
+    )
+
+
+def _answer_when(fc: FlowContext, value: str) -> None:
+    fc.data.setdefault("options", {})
+    parse_start(fc.ctx, value.strip(), _zone_of(fc.ctx, fc.data))
+    fc.data["when"] = value.strip()
+    _continue(fc)
+
+
+def _answer_title(fc: FlowContext, value: str) -> None:
+    fc.data["title"] = _clean_title(fc.ctx, value.strip())
+    _continue(fc)
+
+
+def _ask_place(fc: FlowContext) -> str:
+    return fc.ctx._(
+        'Where? A city, an address or "online": everyone invited sees it. Send - to '
+        "leave it empty. An exact meeting point for those who join only can be added "
+        "afterwards with /editaction ID secret TEXT."
+    )
+
+
+def _answer_place(fc: FlowContext, value: str) -> None:
+    value = value.strip()
+    fc.data["place"] = None if value == "-" else _clean_place(fc.ctx, value)
+    _continue(fc)
+
+
+SCHEDULE = Flow(
+    FLOW,
+    (
+        Step("case", ask=_ask_case, answer=_answer_case, choices=_case_choices),
+        Step(
+            "kind",
+            ask=lambda fc: fc.ctx._("What kind of action?"),
+            answer=_answer_kind,
+            choices=_kind_choices,
+        ),
+        Step("when", ask=_ask_when, answer=_answer_when),
+        Step(
+            "title",
+            ask=lambda fc: fc.ctx._("A short title, for example: Vigil outside the embassy."),
+            answer=_answer_title,
+        ),
+        Step(
+            "place",
+            ask=_ask_place,
+            answer=_answer_place,
+            choices=lambda fc: (Choice(fc.ctx._("No place"), "-"),),
+        ),
+    ),
+)
 
 
 def _clean_title(ctx: Context, value: str) -> str:
@@ -1262,6 +1281,7 @@ def _clean_place(ctx: Context, value: str, most: int = 200) -> str:
 
 
 def _create_from(ctx: Context, data: dict[str, Any]) -> None:
+    ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
     member = ctx.require_member()
     opts = data["options"]
     tz = _zone_of(ctx, data)
@@ -1343,7 +1363,7 @@ def summary(ctx: Context, action: Action, *, created: bool = False) -> str:
 _member_zone = _coordinator_zone
 
 
-@registry.command("actions", roles=MEMBERS, summary=N_("upcoming solidarity actions"), order=30)
+@commands.command("actions", roles=MEMBERS, summary=N_("upcoming solidarity actions"), order=30)
 def list_actions(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     coordinator = member.role in COORDINATORS
@@ -1397,7 +1417,7 @@ def _next_occ(ctx: Context, action: Action) -> Occurrence:
     return occ
 
 
-@registry.command("join", roles=MEMBERS, summary=N_("say you will come: /join ID"), order=31)
+@commands.command("join", roles=MEMBERS, summary=N_("say you will come: /join ID"), order=31)
 def join(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     action = visible_action(ctx, args)
@@ -1433,7 +1453,7 @@ def join(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines))
 
 
-@registry.command("leave", roles=MEMBERS, summary=N_("you can no longer come: /leave ID"), order=32)
+@commands.command("leave", roles=MEMBERS, summary=N_("you can no longer come: /leave ID"), order=32)
 def leave(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     action = visible_action(ctx, args)
@@ -1444,7 +1464,7 @@ def leave(ctx: Context, args: str) -> None:
         ctx.reply(ctx._("You had not joined #{id}.", id=action.id))
 
 
-@registry.command(
+@commands.command(
     "headcount", roles=COORDINATORS, summary=N_("who is coming: /headcount ID"), order=46
 )
 def headcount(ctx: Context, args: str) -> None:
@@ -1517,13 +1537,14 @@ EDIT_FIELDS = {
 }
 
 
-@registry.command(
+@commands.command(
     "editaction",
     roles=COORDINATORS,
     summary=N_("change an action: /editaction ID FIELD VALUE"),
     order=47,
 )
 def edit_action(ctx: Context, args: str) -> None:
+    ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
     parts = args.split(None, 2)
     usage = ctx._(
         "Send /editaction ID FIELD VALUE. Fields: title, kind, when, timezone, place, secret "
@@ -1605,10 +1626,11 @@ def edit_action(ctx: Context, args: str) -> None:
     ctx.reply(summary(ctx, fresh))
 
 
-@registry.command(
+@commands.command(
     "unschedule", roles=COORDINATORS, summary=N_("call off an action: /unschedule ID"), order=48
 )
 def unschedule(ctx: Context, args: str) -> None:
+    ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
     action = visible_action(ctx, args, manage=True)
     if action.state != actions.ACTIVE:
         raise UserError(ctx._("Action #{id} has already taken place.", id=action.id))
@@ -1624,13 +1646,14 @@ def unschedule(ctx: Context, args: str) -> None:
     )
 
 
-@registry.command(
+@commands.command(
     "template",
     roles=COORDINATORS,
     summary=N_("built-in actions such as 30 October: /template oct30 on"),
     order=49,
 )
 def template(ctx: Context, args: str) -> None:
+    ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
     member = ctx.require_member()
     remember_defaults(ctx)
     parts = args.lower().split()
@@ -1683,17 +1706,21 @@ def template(ctx: Context, args: str) -> None:
 
 # -- registration with the scheduler --------------------------------------------------------------
 
-alarms.register(fire_due, next_wakeup)
+
+def _housekeeping(job: JobContext) -> int:
+    return housekeeping(job.conn, job.now)
 
 
-def _register_housekeeping(s: scheduler.Scheduler) -> None:
-    s.every_db("actions-housekeeping", housekeeping, 600)
+def capability() -> Capability:
+    return Capability(
+        "actions",
+        commands=tuple(commands),
+        flows=(SCHEDULE,),
+        jobs=(PeriodicJob("actions-housekeeping", _housekeeping, 600),),
+        alarm=Alarm(fire=lambda job: fire_due(job.conn, job.now), next_due=next_wakeup),
+        upcoming=(upcoming,),
+    )
 
-
-if _register_housekeeping not in scheduler.REGISTRARS:
-    scheduler.REGISTRARS.append(_register_housekeeping)
-if upcoming not in scheduler.UPCOMING:
-    scheduler.UPCOMING.append(upcoming)
 
 __all__ = [
     "ensure_hearing_action",

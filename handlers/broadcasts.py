@@ -22,19 +22,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.capability import Capability, Commands
+from bot.context import COORDINATORS, Context, UserError, parse_id
 from bot.i18n import N_, Translator, language_name
 from bot.jobs import JobContext, Producer
 from bot.messages import Choice, Priority
-from bot.router import COORDINATORS, Context, UserError, parse_id, registry
-from handlers.cases import clean_text, visible_case
-from storage import broadcasts, cases, members, outbox, settings
+from handlers.common import clean_text, coordinated_case, role_name, zone
+from storage import broadcasts, members, outbox, settings
 from storage.broadcasts import Broadcast
 from storage.db import Connection
 from storage.subscriptions import Recipient
+
+commands = Commands()
 
 CHUNK = 500  # members read per materialisation step
 AHEAD = 2000  # due outbox rows per transport kept ready ahead of the dispatcher
@@ -63,14 +64,6 @@ ROLE_ALIASES = {
 
 
 # -- time: quiet hours and local hours ------------------------------------------------------
-
-
-@lru_cache(maxsize=512)
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 _QUIET = re.compile(r"^(\d{1,2})-(\d{1,2})$")
@@ -371,15 +364,6 @@ PRODUCERS = (
 # -- commands -----------------------------------------------------------------------------
 
 
-def coordinated_case(ctx: Context, slug: str) -> cases.Case:
-    """A case this coordinator may act for; the same answer for missing and not allowed."""
-    case = visible_case(ctx, slug)
-    member = ctx.require_member()
-    if not cases.may_coordinate(ctx.conn, case, member.id, member.role):
-        raise UserError(ctx._("No case by that name was found, or you may not see it."))
-    return case
-
-
 def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
     """(segment, label for the preview) from `all`, `case:SLUG`, `role:ROLE`, `lang:CODE`."""
     kind, _, value = token.partition(":")
@@ -391,7 +375,6 @@ def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
         return f"case:{case.id}", ctx._("followers and relatives of {name}", name=case.name)
     if kind == "role" and value.lower() in ROLE_ALIASES:
         role = ROLE_ALIASES[value.lower()]
-        from handlers.onboarding import role_name
 
         return f"role:{role}", ctx._("every {role}", role=role_name(ctx, role))
     if kind in ("lang", "language") and re.fullmatch(r"[A-Za-z]{2,8}", value):
@@ -407,7 +390,7 @@ def _usage(ctx: Context) -> str:
     )
 
 
-@registry.command(
+@commands.command(
     "broadcast",
     roles=COORDINATORS,
     summary=N_("message a group: /broadcast all|case:NAME|role:ROLE|lang:CODE TEXT"),
@@ -457,7 +440,7 @@ def broadcast(ctx: Context, args: str) -> None:
     )
 
 
-@registry.command(
+@commands.command(
     "confirm", roles=COORDINATORS, summary=N_("send the broadcast you prepared"), order=61
 )
 def confirm(ctx: Context, args: str) -> None:
@@ -515,9 +498,6 @@ def cancel_fanout(ctx: Context, args: str) -> None:
     wanted = parse_id(args)
     member = ctx.member
     if wanted is None or member is None or member.role not in COORDINATORS:
-        if _previous_cancel is not None:
-            _previous_cancel(ctx, args)
-            return
         raise UserError(ctx._("Send /cancel on its own to stop the current dialog."))
     b = broadcasts.get(ctx.conn, wanted)
     if b is None:
@@ -543,7 +523,5 @@ def cancel_fanout(ctx: Context, args: str) -> None:
     )
 
 
-# /cancel is a single hook; keep whatever another module registered for arguments that are
-# not ours (importing order decides who wraps whom; both keep working).
-_previous_cancel = registry.hooks.get("cancel_with_args")
-registry.hooks["cancel_with_args"] = cancel_fanout
+def capability() -> Capability:
+    return Capability("broadcasts", commands=tuple(commands), producers=PRODUCERS)

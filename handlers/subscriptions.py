@@ -7,7 +7,7 @@ until they end, except emergencies (an update marked `urgent`), which also skip 
 
 A published case update becomes an alert fan-out (handlers/broadcasts.py) to the case's
 followers, idempotent per (update, member, transport). `/update` publishes directly; the
-reviewed-report path calls `registry.hooks["case_update_published"](ctx, case_id, update_id)`.
+reviewed-report path (/publish) calls `on_case_update_published(ctx, case_id, update_id)`.
 The daily digest is a dispatcher producer that gathers, per member at their digest hour, the
 alerts of their digest-mode cases since their last digest into one message.
 """
@@ -19,17 +19,21 @@ import re
 from datetime import datetime
 from typing import Any
 
+from bot.capability import Capability, Commands
+from bot.context import COORDINATORS, MEMBERS, Context, UserError
+from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_, Translator
 from bot.jobs import Producer
 from bot.messages import Choice, Priority
-from bot.router import COORDINATORS, MEMBERS, Context, UserError, registry
 from handlers import broadcasts as engine
-from handlers.cases import clean_text, visible_case
+from handlers.common import clean_text, visible_case
 from storage import broadcasts, cases, members, outbox
 from storage import subscriptions as subs
 from storage.broadcasts import Broadcast
 from storage.db import Connection
 from storage.subscriptions import ALL, DISTRESSING, Recipient
+
+commands = Commands()
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ def _parse_mode(ctx: Context, word: str) -> str:
     raise UserError(ctx._("Choose instant or digest, for example /subscribe NAME digest."))
 
 
-@registry.command(
+@commands.command(
     "subscribe", roles=MEMBERS, summary=N_("follow a case: /subscribe NAME or all"), order=20
 )
 def subscribe(ctx: Context, args: str) -> None:
@@ -140,7 +144,7 @@ def subscribe(ctx: Context, args: str) -> None:
     )
 
 
-@registry.command("unsubscribe", roles=MEMBERS, summary=N_("stop following a case"), order=21)
+@commands.command("unsubscribe", roles=MEMBERS, summary=N_("stop following a case"), order=21)
 def unsubscribe(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     words = args.split()
@@ -187,7 +191,7 @@ def unsubscribe(ctx: Context, args: str) -> None:
     ctx.reply(ctx._("You no longer follow {name}.", name=case.name))
 
 
-@registry.command(
+@commands.command(
     "subscriptions", roles=MEMBERS, summary=N_("what you follow, digest, hidden topics"), order=22
 )
 def subscriptions(ctx: Context, args: str) -> None:
@@ -305,7 +309,7 @@ def parse_update(text: str) -> tuple[str, list[str], str]:
 _coordinated_case = engine.coordinated_case
 
 
-@registry.command(
+@commands.command(
     "update",
     roles=COORDINATORS,
     summary=N_("post a case update and alert followers: /update NAME [kind:] TEXT"),
@@ -336,28 +340,31 @@ def update(ctx: Context, args: str) -> None:
         return
     kind, flags, text = parse_update(rest)
     if not text.strip():
-        ctx.start_flow("update", "text", {"case": case.id, "kind": kind, "flags": flags})
-        ctx.reply(
-            ctx._(
-                "Send the text of the {kind} update for {name}, or /cancel.",
-                kind=kind_label(ctx._, kind),
-                name=case.name,
-            )
-        )
+        ctx.start_flow(UPDATE_TEXT, {"case": case.id, "kind": kind, "flags": flags})
         return
     _post(ctx, case, kind, flags, text)
 
 
-@registry.flow("update")
-def update_flow(ctx: Context, text: str) -> None:
-    conv = ctx.conversation()
-    assert conv is not None
+def _ask_update_text(fc: FlowContext) -> str:
+    case = cases.get(fc.ctx.conn, int(fc.data["case"]))
+    return fc.ctx._(
+        "Send the text of the {kind} update for {name}, or /cancel.",
+        kind=kind_label(fc.ctx._, fc.data["kind"]),
+        name=case.name if case else "",
+    )
+
+
+def _update_text(fc: FlowContext, text: str) -> None:
+    ctx = fc.ctx
     member = ctx.require_member()
-    case = cases.get(ctx.conn, int(conv.data["case"]))
-    ctx.end_flow()
+    case = cases.get(ctx.conn, int(fc.data["case"]))
     if case is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
-        raise UserError(ctx._("No case by that name was found, or you may not see it."))
-    _post(ctx, case, conv.data["kind"], list(conv.data.get("flags", [])), text.strip())
+        raise fc.fail(ctx._("No case by that name was found, or you may not see it."))
+    fc.end()
+    _post(ctx, case, fc.data["kind"], list(fc.data.get("flags", [])), text.strip())
+
+
+UPDATE_TEXT = Flow("update", (Step("text", ask=_ask_update_text, answer=_update_text),))
 
 
 def _post(ctx: Context, case: cases.Case, kind: str, flags: list[str], text: str) -> None:
@@ -491,9 +498,6 @@ def on_case_update_published(ctx: Context, case_id: int, update_id: int) -> None
         author_id=ctx.member.id if ctx.member else None,
         now=ctx.now,
     )
-
-
-registry.hooks["case_update_published"] = on_case_update_published  # type: ignore[assignment]
 
 
 def alert_text(tr: Translator, body: dict[str, Any], *, digest: bool = False) -> str:
@@ -630,3 +634,9 @@ def _digest_for(
 
 
 PRODUCERS = (Producer("digest", lambda job, t: digest_tick(job.conn, job.now, t), every=5.0),)
+
+
+def capability() -> Capability:
+    return Capability(
+        "subscriptions", commands=tuple(commands), flows=(UPDATE_TEXT,), producers=PRODUCERS
+    )

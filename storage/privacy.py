@@ -101,11 +101,6 @@ def summary(conn: Connection, member_id: int) -> Summary | None:
         conn.execute("SELECT 1 FROM conversations WHERE member_id = ?", (member_id,)).fetchone()
         is not None
     )
-    if not dialog and _has_table(conn, "report_drafts"):
-        dialog = (
-            conn.execute("SELECT 1 FROM report_drafts WHERE member_id = ?", (member_id,)).fetchone()
-            is not None
-        )
     return Summary(*row, transports, linked, follows, follows_all, rsvps, dialog)  # type: ignore[arg-type]
 
 
@@ -192,8 +187,6 @@ def revoke_member(conn: Connection, member_id: int, now: float) -> Revoked:
     members.set_role(conn, member_id, "activist")
     links = conn.execute("DELETE FROM case_members WHERE member_id = ?", (member_id,)).rowcount
     conn.execute("DELETE FROM conversations WHERE member_id = ?", (member_id,))
-    if _has_table(conn, "report_drafts"):
-        conn.execute("DELETE FROM report_drafts WHERE member_id = ?", (member_id,))
     invites = conn.execute(
         "UPDATE invites SET uses_left = 0 WHERE created_by = ? AND uses_left > 0 "
         "AND expires_at > ?",

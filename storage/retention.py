@@ -157,10 +157,6 @@ def _purge_audit(conn: Connection, cutoff: float) -> int:
     return conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
 
 
-def _purge_drafts(conn: Connection, cutoff: float) -> int:
-    return conn.execute("DELETE FROM report_drafts WHERE updated_at < ?", (cutoff,)).rowcount
-
-
 def _settle_rsvps(conn: Connection, cutoff: float) -> int:
     try:
         from storage import actions
@@ -190,7 +186,6 @@ def enforce(conn: Connection, now: float, retention: Retention | None = None) ->
         "audit": _purge_audit(conn, now - r.audit),
     }
     optional = (
-        ("report_drafts", "report_drafts", _purge_drafts, r.wizard_state),
         ("reports", "reports", _purge_reports, r.report_bodies),
         ("urgent_alerts", "urgent_alerts", _purge_alerts, r.urgent_alerts),
         ("broadcasts", "broadcasts", _purge_broadcasts, r.broadcasts),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.router import Context, registry
+from bot.context import Context
 from handlers import actions as ha
 from storage import cases, subscriptions
 from storage.store import unlock
@@ -626,7 +626,7 @@ def test_hearing_creates_moves_and_cancels_a_court_action(net: ChatHarness) -> N
 
 
 def test_hearing_hook_is_registered_and_replies(net: ChatHarness) -> None:
-    hook = registry.hooks["case_hearing_set"]
+    hook = ha.on_case_hearing_set
     case_id = net.run(lambda c: cases.by_slug(c, "nasrin").id)
 
     def call(conn: Any) -> None:

@@ -96,15 +96,15 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *argv: str, pw: str
 def test_report_words_are_only_sealed(store: Store, data_dir: Path) -> None:
     pair = crypto.sealing_keypair()
     chat = network(ChatHarness(store), pair.public)
-    for text in ["/report", "/r kind visit", "/r date today", "/r health concern"]:
+    for text in ["/report", "/pick kind visit", "/pick date today", "/pick health concern"]:
         chat.say("rana", text)
     chat.say("rana", f"cold cell {SENTINEL}")
     # Mid-wizard, the answers are in the draft, encrypted under a key held only in memory.
     assert scan_db(chat, SENTINEL) == []
-    chat.say("rana", "/r need done")
+    chat.say("rana", "/pick needs done")
     chat.say("rana", f"he said {SENTINEL}")
     chat.send("rana", "", attachments=(photo(SENTINEL.encode()),))
-    chat.say("rana", "/r more done")
+    chat.say("rana", "/pick more done")
     chat.say("rana", f"/report one line {SENTINEL}")
     chat.say("rana", f"/urgent taken away {SENTINEL}")
 
@@ -200,9 +200,9 @@ def _seed_reports(store: Store, data_dir: Path) -> ChatHarness:
         f'/report =HYPERLINK("http://evil") {SENTINEL}',
         attachments=(photo(b"PHOTO-" + SENTINEL.encode()),),
     )
-    for text in ["/report", "/r kind letter", "/r date today", "/r health critical"]:
+    for text in ["/report", "/pick kind letter", "/pick date today", "/pick health critical"]:
         chat.say("rana", text)
-    for text in ["no heating", "/r need medicine", "/r need done", "/skip", "/skip"]:
+    for text in ["no heating", "/pick needs medicine", "/pick needs done", "/skip", "/skip"]:
         chat.say("rana", text)
     return chat
 
