@@ -1,6 +1,6 @@
 """The alarm clock for scheduled actions: one APScheduler job at the next due instant.
 
-The tables are the truth (handlers/actions.py). APScheduler (3.11, the `AsyncIOScheduler` of
+The tables are the truth (handlers/actions/). APScheduler (3.11, the `AsyncIOScheduler` of
 bot/scheduler.py, misfire_grace_time=None) holds exactly one date job, `actions-alarm`, set to
 `next_due(conn)`: the earliest pending reminder, place reveal or materialisation. When it
 rings, `fire(conn, now)` runs on the database writer thread (idempotent: outbox rows carry

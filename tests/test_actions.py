@@ -15,6 +15,7 @@ import pytest
 
 from bot.context import Context
 from handlers import actions as ha
+from handlers.common import zone
 from storage import cases, subscriptions
 from storage.store import unlock
 from tests.harness import PASSPHRASE, ChatHarness, Clock
@@ -435,7 +436,7 @@ def test_ten_thousand_reminders(net: ChatHarness) -> None:
 
         for i in range(10_000):
             start = t0 + 2 * HOUR + i * 3  # spread over about 8 hours
-            local = datetime.fromtimestamp(start, ha.zone("UTC"))
+            local = datetime.fromtimestamp(start, zone("UTC"))
             rule = rec.Rule("once", local.time().replace(second=0), on_date=local.date())
             ha.create_action(
                 conn,

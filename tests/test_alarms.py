@@ -17,6 +17,7 @@ from bot import alarms
 from bot import recurrence as rec
 from bot.scheduler import Scheduler
 from handlers import actions as ha
+from handlers.common import zone
 from storage.store import Store, unlock
 from tests.harness import PASSPHRASE, ChatHarness, Clock
 
@@ -36,7 +37,7 @@ def people(store: Store) -> ChatHarness:
 
 
 def add_action(conn: Any, start: float, now: float, offsets: tuple[int, ...] = (HOUR,)) -> int:
-    local = datetime.fromtimestamp(start, ha.zone("UTC"))
+    local = datetime.fromtimestamp(start, zone("UTC"))
     rule = rec.Rule("once", local.time().replace(second=0, microsecond=0), on_date=local.date())
     action = ha.create_action(
         conn,
