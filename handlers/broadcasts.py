@@ -30,10 +30,10 @@ from bot.i18n import N_, Translator, language_name
 from bot.jobs import JobContext, Producer
 from bot.messages import Choice, Priority
 from handlers.common import clean_text, coordinated_case, role_name, zone
-from storage import broadcasts, members, outbox, settings
+from storage import audience, broadcasts, members, outbox, settings
+from storage.audience import Recipient
 from storage.broadcasts import Broadcast
 from storage.db import Connection
-from storage.subscriptions import Recipient
 
 commands = Commands()
 
@@ -147,7 +147,7 @@ def _idem_prefix(b: Broadcast) -> str:
 def materialise(conn: Connection, b: Broadcast, now: float, limit: int = CHUNK) -> int:
     """Write the outbox rows of the next chunk of recipients and move the cursor."""
     default_tz, default_lang = network_defaults(conn)
-    rows, cursor, exhausted = broadcasts.recipients(conn, b.segment, b.cursor, limit, default_lang)
+    rows, cursor, exhausted = audience.chunk(conn, b.segment, b.cursor, limit, default_lang)
     render = RENDERERS[b.kind]
     bodies: dict[str, str | None] = {}  # rendering depends on language (and opt-outs)
     prefix = _idem_prefix(b)
@@ -406,7 +406,7 @@ def broadcast(ctx: Context, args: str) -> None:
     if not text.strip():
         raise UserError(_usage(ctx))
     text = clean_text(ctx, text, label=ctx._("broadcast"), most=MAX_BROADCAST_CHARS, multiline=True)
-    people, messages = broadcasts.count(ctx.conn, segment, ctx.services.default_language)
+    people, messages = audience.count(ctx.conn, segment, ctx.services.default_language)
     if people == 0:
         raise UserError(ctx._("Nobody can be reached in that group, so nothing was prepared."))
     bid = broadcasts.create(
@@ -460,7 +460,7 @@ def confirm(ctx: Context, args: str) -> None:
         b = broadcasts.latest_draft(ctx.conn, member.id, ctx.now - DRAFT_TTL)
     if b is None or b.created_at < ctx.now - DRAFT_TTL:
         raise UserError(ctx._("There is no broadcast of yours waiting to be sent."))
-    _, messages = broadcasts.count(ctx.conn, b.segment, ctx.services.default_language)
+    _, messages = audience.count(ctx.conn, b.segment, ctx.services.default_language)
     broadcasts.start(
         ctx.conn,
         b.id,

@@ -27,11 +27,12 @@ from bot.jobs import Producer
 from bot.messages import Choice, Priority
 from handlers import broadcasts as engine
 from handlers.common import clean_text, visible_case
-from storage import broadcasts, cases, members, outbox
+from storage import audience, broadcasts, cases, members, outbox
 from storage import subscriptions as subs
+from storage.audience import Recipient
 from storage.broadcasts import Broadcast
 from storage.db import Connection
-from storage.subscriptions import ALL, DISTRESSING, Recipient
+from storage.subscriptions import ALL, DISTRESSING
 
 commands = Commands()
 
@@ -452,7 +453,7 @@ def publish_alert(
         if row is not None:
             return row[0], 0
     priority = Priority.EMERGENCY if "urgent" in flags else Priority.ALERT
-    people = subs.count_followers(conn, case.id, restricted=case.visibility != "public")
+    people, _ = audience.count(conn, f"subs:{case.id}")
     bid = broadcasts.create(
         conn,
         kind="alert",

@@ -14,7 +14,7 @@ from handlers.actions.plan import materialise
 from handlers.actions.render import fmt_when, place_text, reminder_text
 from handlers.broadcasts import quiet_until
 from handlers.common import safe_zone
-from storage import actions, broadcasts, cases, members, outbox, settings
+from storage import actions, audience, cases, members, outbox, settings
 from storage.actions import Action, Occurrence
 from storage.db import Connection
 
@@ -140,7 +140,7 @@ def _stream(run: _Run, action: Action, occ: Occurrence, rem: actions.Reminder) -
     done = now >= occ.start_at  # a fan-out still going when the action starts stops there
     while not done and run.budget > 0:
         if phase == "audience":
-            rows, new_cursor, exhausted = broadcasts.recipients(
+            rows, new_cursor, exhausted = audience.chunk(
                 conn, _segment(action, case), cursor, CHUNK, run.default_lang
             )
             targets = [
