@@ -60,6 +60,7 @@ from storage.db import (
     WRONG_KEY,
     DiskFull,
     StoreError,
+    check_files,
     connect_keyed,
     create_database_file,
     is_disk_full,
@@ -106,13 +107,13 @@ def _unb64(s: object) -> bytes:
     return base64.b64decode(str(s), validate=True)
 
 
-def _key_aad(backup_id: str, version: int = VERSION) -> bytes:
+def _key_aad(backup_id: str, version: int) -> bytes:
     if version == 1:
         return crypto.legacy_backup_key_aad(backup_id)
     return crypto.aad("backup/v2/archive-key", backup=backup_id)
 
 
-def _chunk_aad(header_hash: bytes, index: int, final: bool, version: int = VERSION) -> bytes:
+def _chunk_aad(header_hash: bytes, index: int, final: bool, version: int) -> bytes:
     if version == 1:
         return crypto.legacy_backup_chunk_aad(header_hash, index, final)
     return crypto.aad("backup/v2/chunk", header=header_hash, index=index, final=int(final))
@@ -135,6 +136,7 @@ def copy_database(
     """Online backup of `src` into a new file `dst` (keyed `dst_key`), from one read
     transaction so the copy is a consistent snapshot; `dst` ends in rollback-journal mode
     with no -wal beside it."""
+    check_files(src)  # an empty file or a WAL that would drop commits is not copied
     try:
         source = _connect(src, src_key)
     except sqlcipher3.DatabaseError as exc:
@@ -188,7 +190,7 @@ def _write_chunks(
     while True:
         following = source.read(CHUNK) if len(block) == CHUNK else b""
         final = not following
-        sealed = crypto.aead_seal(key, block, _chunk_aad(header_hash, index, final))
+        sealed = crypto.aead_seal(key, block, _chunk_aad(header_hash, index, final, VERSION))
         out.write(struct.pack(">I", len(sealed)))
         out.write(sealed)
         done += len(block)
@@ -222,7 +224,9 @@ def create_backup(
         "chunk_size": CHUNK,
         "cipher": "aes-256-gcm",
         "keyslots": slots.document(),  # exactly as on disk, its MAC included
-        "archive_key": _b64(crypto.aead_seal(sub.backup, archive_key, _key_aad(backup_id))),
+        "archive_key": _b64(
+            crypto.aead_seal(sub.backup, archive_key, _key_aad(backup_id, VERSION))
+        ),
     }
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     header_hash = hashlib.sha256(MAGIC + header_bytes).digest()

@@ -226,16 +226,22 @@ def check_wal(db_path: Path) -> None:
                 raise StoreError(WAL_DAMAGED)
 
 
-def verify(path: Path, key: bytes, *, peek: tuple[str, ...] = ()) -> dict[str, str]:
-    """Check key, log and every page's HMAC without writing anything (not even -wal/-shm
-    files): a damaged store must fail with one sentence and be left exactly as it was.
-    Returns the `settings` rows named in `peek` (read from the same untouched snapshot)."""
+def check_files(path: Path) -> None:
+    """What can be checked without the key: the file is there and not empty, and its WAL
+    would not silently lose commits."""
     try:
         if path.stat().st_size == 0:
             raise StoreError(EMPTY)
     except FileNotFoundError:
         raise StoreError(f"No database in {path.parent}.") from None
     check_wal(path)
+
+
+def verify(path: Path, key: bytes, *, peek: tuple[str, ...] = ()) -> dict[str, str]:
+    """Check key, log and every page's HMAC without writing anything (not even -wal/-shm
+    files): a damaged store must fail with one sentence and be left exactly as it was.
+    Returns the `settings` rows named in `peek` (read from the same untouched snapshot)."""
+    check_files(path)
     # immutable=1: SQLite opens no -wal/-shm and never writes. The log was checked above.
     conn = connect_keyed(f"{path.resolve().as_uri()}?immutable=1", key, uri=True)
     try:
