@@ -38,6 +38,7 @@ What a backup means for security (README, operator guide):
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +65,8 @@ from storage.db import (
     connect_keyed,
     create_database_file,
     is_disk_full,
+    missing_companions,
+    remove_leftover_companions,
     verify,
 )
 from storage.files import BACKUP_MAGIC, ensure_private_dir, fsync_dir, remove_database_files
@@ -137,6 +140,16 @@ def copy_database(
     transaction so the copy is a consistent snapshot; `dst` ends in rollback-journal mode
     with no -wal beside it."""
     check_files(src)  # an empty file or a WAL that would drop commits is not copied
+    created = missing_companions(src)
+    try:
+        _copy(src, src_key, dst, dst_key, progress, phase)
+    finally:
+        remove_leftover_companions(src, created)
+
+
+def _copy(
+    src: Path, src_key: bytes, dst: Path, dst_key: bytes, progress: Progress | None, phase: str
+) -> None:
     try:
         source = _connect(src, src_key)
     except sqlcipher3.DatabaseError as exc:
@@ -388,7 +401,13 @@ def restore_backup(
             raise wipe.AlreadyRunning(
                 f"Vigil is running on {data_dir}; stop it before restoring over it."
             )
-    ensure_private_dir(data_dir)
+    made_dir = not data_dir.exists()
+    try:
+        ensure_private_dir(data_dir)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(data_dir) from None
+        raise
     inner_key = crypto.subkey(archive_key, "backup/database")
     chunk_key = crypto.subkey(archive_key, "backup/chunks")
     unpacked = data_dir / f".vigil-restore-{secrets.token_hex(6)}.tmp"
@@ -417,13 +436,14 @@ def restore_backup(
         for name in wipe.SLOT_FILES:
             wipe.crypto_erase(data_dir / name)
         archive.slots.save(master)  # authenticated anew (a version-1 backup's slots upgrade)
-    except OSError as exc:
+    except BaseException as exc:
         remove_database_files(staging)
-        if is_disk_full(exc):
+        remove_database_files(unpacked)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()  # only if it is empty: nothing of ours is left in it
+        if isinstance(exc, OSError) and is_disk_full(exc):
             raise DiskFull(data_dir) from None
-        raise
-    except BaseException:
-        remove_database_files(staging)
         raise
     finally:
         remove_database_files(unpacked)

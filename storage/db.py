@@ -262,6 +262,48 @@ def verify(path: Path, key: bytes, *, peek: tuple[str, ...] = ()) -> dict[str, s
     return found
 
 
+_DMS_OFFSET = 128  # SQLite's "dead man switch" byte in -shm: shared-locked while a db is open
+COMPANIONS = (WAL_SUFFIX, "-shm")
+
+
+def _open_elsewhere(shm: Path) -> bool:
+    """Whether another connection holds the database open (its lock on the -shm file). Call
+    only with no connection of this process open on it: closing the probe drops our locks."""
+    import fcntl
+
+    try:
+        fd = os.open(shm, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _DMS_OFFSET, os.SEEK_SET)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _DMS_OFFSET, os.SEEK_SET)
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_leftover_companions(path: Path, created: set[str]) -> None:
+    """After a failed open or write (a full disk), SQLite can leave an empty -wal and a torn
+    -shm it created; take away those this process created, unless another one uses them, so a
+    refused command leaves the data dir exactly as it found it."""
+    wal = Path(str(path) + WAL_SUFFIX)
+    shm = Path(str(path) + "-shm")
+    if "-shm" in created and shm.exists() and _open_elsewhere(shm):
+        return
+    if WAL_SUFFIX in created and wal.exists() and wal.stat().st_size == 0:
+        wal.unlink(missing_ok=True)
+    if "-shm" in created and shm.exists() and not wal.exists():
+        shm.unlink(missing_ok=True)
+
+
+def missing_companions(path: Path) -> set[str]:
+    return {s for s in COMPANIONS if not Path(str(path) + s).exists()}
+
+
 def _has_settings(conn: Connection) -> bool:
     row = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"
@@ -346,9 +388,10 @@ def _fail(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
 class Database:
     """One connection, one writer thread; `await db.run(fn, ...)` runs fn(conn, ...) in a txn."""
 
-    def __init__(self, conn: Connection, path: Path) -> None:
+    def __init__(self, conn: Connection, path: Path, created: set[str] | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._created = created or set()  # -wal/-shm this process brought into being
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer, name="vigil-db-writer", daemon=True)
         self.commits = 0
@@ -368,9 +411,11 @@ class Database:
             raise StoreError(f"No database in {data_dir}: run `vigil init` first.")
         elif not verified:
             verify(path, key)
+        created = missing_companions(path)
         try:
             conn = _open_connection(path, key)
         except sqlcipher3.Error as exc:
+            remove_leftover_companions(path, created)
             if is_disk_full(exc, data_dir):
                 raise DiskFull(data_dir) from None
             raise StoreError(WRONG_KEY) from None
@@ -378,10 +423,11 @@ class Database:
             migrate(conn)
         except sqlcipher3.DatabaseError as exc:
             conn.close()
+            remove_leftover_companions(path, created)
             if is_disk_full(exc, data_dir):
                 raise DiskFull(data_dir) from None
             raise StoreError("The database is damaged: schema migration failed.") from None
-        return cls(conn, path)
+        return cls(conn, path, created)
 
     # -- running work -------------------------------------------------------------------
 
@@ -429,6 +475,7 @@ class Database:
                 log.warning("checkpoint at close failed")
         _scrubbed.discard(id(conn))
         conn.close()
+        remove_leftover_companions(self.path, self._created)
 
     def _refused(self, exc: BaseException) -> StoreError:
         if is_disk_full(exc, self.path.parent):
