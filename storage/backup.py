@@ -110,13 +110,13 @@ def _unb64(s: object) -> bytes:
     return base64.b64decode(str(s), validate=True)
 
 
-def _key_aad(backup_id: str, version: int) -> bytes:
+def archive_key_aad(backup_id: str, version: int) -> bytes:
     if version == 1:
         return crypto.legacy_backup_key_aad(backup_id)
     return crypto.aad("backup/v2/archive-key", backup=backup_id)
 
 
-def _chunk_aad(header_hash: bytes, index: int, final: bool, version: int) -> bytes:
+def chunk_aad(header_hash: bytes, index: int, final: bool, version: int) -> bytes:
     if version == 1:
         return crypto.legacy_backup_chunk_aad(header_hash, index, final)
     return crypto.aad("backup/v2/chunk", header=header_hash, index=index, final=int(final))
@@ -203,7 +203,7 @@ def _write_chunks(
     while True:
         following = source.read(CHUNK) if len(block) == CHUNK else b""
         final = not following
-        sealed = crypto.aead_seal(key, block, _chunk_aad(header_hash, index, final, VERSION))
+        sealed = crypto.aead_seal(key, block, chunk_aad(header_hash, index, final, VERSION))
         out.write(struct.pack(">I", len(sealed)))
         out.write(sealed)
         done += len(block)
@@ -238,7 +238,7 @@ def create_backup(
         "cipher": "aes-256-gcm",
         "keyslots": slots.document(),  # exactly as on disk, its MAC included
         "archive_key": _b64(
-            crypto.aead_seal(sub.backup, archive_key, _key_aad(backup_id, VERSION))
+            crypto.aead_seal(sub.backup, archive_key, archive_key_aad(backup_id, VERSION))
         ),
     }
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
@@ -340,9 +340,7 @@ def _chunks(f: BinaryIO, key: bytes, header_hash: bytes, version: int) -> Iterat
             raise BackupError(DAMAGED)
         for final in (False, True):
             try:
-                plain = crypto.aead_open(
-                    key, sealed, _chunk_aad(header_hash, index, final, version)
-                )
+                plain = crypto.aead_open(key, sealed, chunk_aad(header_hash, index, final, version))
             except crypto.CryptoError:
                 continue
             yield plain
@@ -387,7 +385,7 @@ def restore_backup(
         archive_key = crypto.aead_open(
             sub.backup,
             _unb64(archive.header["archive_key"]),
-            _key_aad(archive.backup_id, archive.version),
+            archive_key_aad(archive.backup_id, archive.version),
         )
     except crypto.CryptoError:
         raise BackupError(DAMAGED) from None
