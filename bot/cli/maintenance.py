@@ -179,11 +179,17 @@ def cmd_wipe(args: argparse.Namespace, settings: config.Settings) -> int:
 # --- retention -------------------------------------------------------------------------------
 
 
-def _reports_older_than(conn: Any, days: float) -> int:
-    cutoff = time.time() - days * retention.DAY
-    return conn.execute("SELECT count(*) FROM reports WHERE created_at < ?", (cutoff,)).fetchone()[
-        0
-    ]
+def _reports_doomed_by(conn: Any, days: float) -> int:
+    """Sealed reports the shorter period would delete that the current one keeps."""
+    now = time.time()
+    current = retention.current(conn).report_bodies
+    new = days * retention.DAY
+    if new >= current:
+        return 0
+    return conn.execute(
+        "SELECT count(*) FROM reports WHERE created_at < ? AND created_at >= ?",
+        (now - new, now - current),
+    ).fetchone()[0]
 
 
 def _confirm_report_deletion(n: int, days: float, yes: bool) -> bool:
@@ -215,7 +221,7 @@ def cmd_retention(args: argparse.Namespace, settings: config.Settings) -> int:
     store = unlock_store(settings)
     try:
         if args.kind == "report_bodies":
-            doomed = store.db.run_sync(_reports_older_than, args.days)
+            doomed = store.db.run_sync(_reports_doomed_by, args.days)
             if doomed and not _confirm_report_deletion(doomed, args.days, args.yes):
                 print("Nothing was changed.")
                 return EXIT_OK
