@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -206,7 +207,10 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
 
     # Unlock (Argon2id, then the integrity check) runs on a worker thread while this one
     # imports and builds the bot: start-up costs the longer of the two, not their sum.
+    # VIGIL_SERIAL_UNLOCK=1 does one after the other, for bench/scale.py's side-by-side.
     pending = begin_unlock(settings.data_dir, network_passphrase(settings))
+    if os.environ.get("VIGIL_SERIAL_UNLOCK") == "1":
+        concurrent.futures.wait([pending])
     try:
         from bot.app import build_transports  # importing the bot is most of the work here
 
