@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import logging
 import os
 import queue
-import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,76 +44,37 @@ from typing import Any, TypeVar
 
 import sqlcipher3
 
+from storage.errors import (  # re-exported: callers import the store's errors from here
+    DAMAGED,
+    EMPTY,
+    WAL_DAMAGED,
+    WRONG_KEY,
+    DiskFull,
+    StoreError,
+    is_disk_full,
+)
+from storage.integrity import (
+    WAL_SUFFIX,
+    check_files,
+    check_wal,
+    missing_companions,
+    remove_leftover_companions,
+)
+
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DAMAGED", "EMPTY", "WAL_DAMAGED", "WAL_SUFFIX", "WRONG_KEY", "DiskFull", "StoreError",
+    "check_files", "check_wal", "is_disk_full", "missing_companions",
+    "remove_leftover_companions",
+]  # fmt: skip
+
 DB_FILE = "vigil.db"
-WAL_SUFFIX = "-wal"
 T = TypeVar("T")
 Connection = sqlcipher3.Connection
 MAX_BATCH = 256
 JOURNAL_SIZE_LIMIT = 1 << 20  # bytes of -wal an ordinary checkpoint may leave behind
 SCRUB_BUSY_MS = 200  # how long a scrub checkpoint waits for a reader (a running backup)
-LOW_SPACE_BYTES = 1 << 20  # below this much free space, an I/O error is a full disk
-
-DAMAGED = "The database is damaged; restore it from a backup (`vigil restore`)."
-WRONG_KEY = "The database does not open with this key: it is damaged or belongs to other key slots."
-EMPTY = (
-    "The database file is empty (0 bytes) beside existing key slots: it was truncated or "
-    "replaced; restore it from a backup (`vigil restore`)."
-)
-WAL_DAMAGED = (
-    "The database's write-ahead log is damaged, so committed changes would be lost; nothing "
-    "was changed: restore from a backup (`vigil restore`) or ask for help."
-)
-
-
-class StoreError(Exception):
-    """The store cannot be opened or used; the message is one sentence without secrets."""
-
-
-class DiskFull(StoreError):
-    """The filesystem holding the store (or an output file) has no room left. Exit code 1: it
-    is a runtime condition the operator can fix, not bad usage."""
-
-    def __init__(self, where: Path | None = None) -> None:
-        place = f"holding {where} " if where is not None else ""
-        super().__init__(
-            f"The disk {place}is full; free some space and run the command again "
-            "(nothing was changed)."
-        )
-        self.where = where
-
-
-def _low_on_space(path: Path | None) -> bool:
-    if path is None:
-        return False
-    probe = path if path.is_dir() else path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        st = os.statvfs(probe)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
-
-
-def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
-    """Whether an error means "no space left". SQLite reports a full disk as SQLITE_FULL when
-    a write to the database or log fails, but as a plain I/O error when growing the -shm file
-    fails; for those, free space on the filesystem decides."""
-    if isinstance(exc, DiskFull):
-        return True
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(exc, sqlcipher3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF == 13:  # SQLITE_FULL
-            return True
-        if code is not None and code & 0xFF == 10:  # SQLITE_IOERR
-            return _low_on_space(path)
-        return "disk is full" in str(exc)
-    return False
-
 
 # --- keyed connections ---------------------------------------------------------------------
 
@@ -166,76 +125,6 @@ def _migrations() -> list[tuple[int, str]]:
 
 # --- checking a store without touching it ---------------------------------------------------
 
-_WAL_MAGIC = (0x377F0682, 0x377F0683)
-_WAL_HEADER = 32
-_FRAME_HEADER = 24
-
-
-def _wal_checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple[int, int]:
-    """SQLite's WAL checksum (wal.c walChecksumBytes) over 8-byte steps."""
-    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
-        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
-    return s0, s1
-
-
-def check_wal(db_path: Path) -> None:
-    """Refuse a -wal file whose damage SQLite would silently turn into lost commits (module
-    docstring). Reads only; needs no key (the checksums cover the encrypted frames)."""
-    wal = Path(str(db_path) + WAL_SUFFIX)
-    try:
-        size = wal.stat().st_size
-    except FileNotFoundError:
-        return
-    if size < _WAL_HEADER:
-        return  # SQLite ignores a log without a whole header; nothing committed lives there
-    with wal.open("rb") as f:
-        header = f.read(_WAL_HEADER)
-        magic, _version, page_size, _seq, salt1, salt2, c0, c1 = struct.unpack(">8I", header)
-        frame_size = _FRAME_HEADER + page_size
-        if magic not in _WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
-            if size >= _WAL_HEADER + _FRAME_HEADER + 512:
-                raise StoreError(WAL_DAMAGED)  # frames are there, but SQLite would read none
-            return
-        big = magic & 1 == 1
-        s0, s1 = _wal_checksum(header[:24], 0, 0, big)
-        if (s0, s1) != (c0, c1):
-            if size >= _WAL_HEADER + frame_size:
-                raise StoreError(WAL_DAMAGED)
-            return
-        valid = True
-        while True:
-            frame = f.read(frame_size)
-            if len(frame) < frame_size:
-                return
-            _pgno, commit, f_salt1, f_salt2, f0, f1 = struct.unpack(">6I", frame[:_FRAME_HEADER])
-            current = (f_salt1, f_salt2) == (salt1, salt2)
-            if valid:
-                if not current:
-                    valid = False  # the end of this generation; older frames may follow
-                    continue
-                s0, s1 = _wal_checksum(frame[:8], s0, s1, big)
-                s0, s1 = _wal_checksum(frame[_FRAME_HEADER:], s0, s1, big)
-                if (s0, s1) != (f0, f1):
-                    valid = False
-                    # A torn last transaction ends the log here too; only a commit of this
-                    # generation further on proves that committed work would be dropped.
-                continue
-            if current and commit:
-                raise StoreError(WAL_DAMAGED)
-
-
-def check_files(path: Path) -> None:
-    """What can be checked without the key: the file is there and not empty, and its WAL
-    would not silently lose commits."""
-    try:
-        if path.stat().st_size == 0:
-            raise StoreError(EMPTY)
-    except FileNotFoundError:
-        raise StoreError(f"No database in {path.parent}.") from None
-    check_wal(path)
-
 
 def verify(path: Path, key: bytes, *, peek: tuple[str, ...] = ()) -> dict[str, str]:
     """Check key, log and every page's HMAC without writing anything (not even -wal/-shm
@@ -260,48 +149,6 @@ def verify(path: Path, key: bytes, *, peek: tuple[str, ...] = ()) -> dict[str, s
     if problems:
         raise StoreError(DAMAGED)
     return found
-
-
-_DMS_OFFSET = 128  # SQLite's "dead man switch" byte in -shm: shared-locked while a db is open
-COMPANIONS = (WAL_SUFFIX, "-shm")
-
-
-def _open_elsewhere(shm: Path) -> bool:
-    """Whether another connection holds the database open (its lock on the -shm file). Call
-    only with no connection of this process open on it: closing the probe drops our locks."""
-    import fcntl
-
-    try:
-        fd = os.open(shm, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _DMS_OFFSET, os.SEEK_SET)
-    except OSError:
-        return True
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _DMS_OFFSET, os.SEEK_SET)
-        return False
-    finally:
-        os.close(fd)
-
-
-def remove_leftover_companions(path: Path, created: set[str]) -> None:
-    """After a failed open or write (a full disk), SQLite can leave an empty -wal and a torn
-    -shm it created; take away those this process created, unless another one uses them, so a
-    refused command leaves the data dir exactly as it found it."""
-    wal = Path(str(path) + WAL_SUFFIX)
-    shm = Path(str(path) + "-shm")
-    if "-shm" in created and shm.exists() and _open_elsewhere(shm):
-        return
-    if WAL_SUFFIX in created and wal.exists() and wal.stat().st_size == 0:
-        wal.unlink(missing_ok=True)
-    if "-shm" in created and shm.exists() and not wal.exists():
-        shm.unlink(missing_ok=True)
-
-
-def missing_companions(path: Path) -> set[str]:
-    return {s for s in COMPANIONS if not Path(str(path) + s).exists()}
 
 
 def _has_settings(conn: Connection) -> bool:
