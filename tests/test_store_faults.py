@@ -325,21 +325,22 @@ def _holders(digest: bytes, length: int) -> list[str]:
             and hashlib.sha256(item).digest() == digest
         )
 
+    def items_of(obj: object) -> list[object]:
+        if type(obj) is dict or isinstance(obj, dict):
+            return [*obj.values(), *obj.keys()]
+        if isinstance(obj, list | tuple | set | frozenset):
+            return list(obj)
+        if not isinstance(obj, type) and hasattr(obj, "__dict__"):
+            return list(vars(obj).values())
+        return []
+
     found = []
     for obj in gc.get_objects():
-        try:
-            if isinstance(obj, dict):
-                items = [*obj.values(), *obj.keys()]
-            elif isinstance(obj, list | tuple | set | frozenset):
-                items = list(obj)
-            elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-                items = list(vars(obj).values())
-            else:
-                continue
+        try:  # dead weak proxies and odd objects raise on any touch: they hold nothing
+            if any(matches(item) for item in items_of(obj)):
+                found.append(type(obj).__name__)
         except Exception:
             continue
-        if any(matches(item) for item in items):
-            found.append(type(obj).__name__)
     return found
 
 
