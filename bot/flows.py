@@ -30,11 +30,10 @@ from bot.context import Context, FlowFailed
 from bot.i18n import N_
 from bot.messages import Choice
 from storage import conversations, crypto
-from storage.conversations import Conversation
+from storage.conversations import SEALED_PREFIX, Conversation
 
 DAY = 86400.0
 PICK = "pick"
-SEALED_PREFIX = "sealed:"
 
 
 def _no_choices(fc: FlowContext) -> tuple[Choice, ...]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.db import Connection
+from storage.db import Connection, scrubbed
+
+SEALED_PREFIX = "sealed:"  # a secret flow's payload (bot/flows.py)
 
 
 @dataclass
@@ -35,7 +37,13 @@ def put(conn: Connection, member_id: int, conv: Conversation, now: float) -> Non
 
 
 def clear(conn: Connection, member_id: int) -> None:
-    conn.execute("DELETE FROM conversations WHERE member_id = ?", (member_id,))
+    """End the member's flow. A sealed draft is scrubbed: not even its ciphertext stays in
+    the WAL once this commits."""
+    row = conn.execute(
+        "DELETE FROM conversations WHERE member_id = ? RETURNING data", (member_id,)
+    ).fetchone()
+    if row is not None and row[0].startswith(SEALED_PREFIX):
+        scrubbed(conn)
 
 
 def purge_stale(conn: Connection, cutoff: float) -> int:

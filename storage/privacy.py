@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage import crypto, members
-from storage.db import Connection
+from storage.db import Connection, scrubbed
 
 # Other capabilities that keep personal data without a cascading foreign key add a cleanup
 # function here: fn(conn, member_id). Called by forget_member before the member row goes.
@@ -178,6 +178,7 @@ def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float
         (MEMBER_ID_FLOOR, str(member_id)),
     )
     members.delete(conn, member_id)
+    scrubbed(conn)  # what was deleted must not live on in WAL frames
     return True
 
 
@@ -216,6 +217,7 @@ def revoke_member(conn: Connection, member_id: int, now: float) -> Revoked:
         "AND coalesce(json_extract(body, '$.kind'), 'message') != 'delete'",
         (now, member_id),
     ).rowcount
+    scrubbed(conn)
     return Revoked(links, invites, stopped, messages)
 
 

@@ -23,8 +23,8 @@ import json
 import struct
 from dataclasses import dataclass
 
-from storage import settings
-from storage.db import Connection
+from storage import crypto, settings
+from storage.db import Connection, scrubbed
 
 KINDS = ("visit", "call", "letter", "lawyer", "other")
 HEALTH = ("ok", "concern", "critical")
@@ -37,11 +37,11 @@ SCRUBBED_BODY = '{"text":""}'
 
 
 def report_info(report_id: int, case_id: int) -> bytes:
-    return f"vigil/report/v1|report={report_id}|case={case_id}".encode()
+    return crypto.aad("report/v1", report=report_id, case=case_id)
 
 
 def attachment_info(attachment_id: int, report_id: int) -> bytes:
-    return f"vigil/attachment/v1|attachment={attachment_id}|report={report_id}".encode()
+    return crypto.aad("attachment/v1", attachment=attachment_id, report=report_id)
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -409,4 +409,6 @@ def scrub_live_copies(conn: Connection) -> int:
             f"AND state IN ({marks}) AND body != ?",
             (SCRUBBED_BODY, low, high, *TERMINAL_STATES, SCRUBBED_BODY),
         ).rowcount
+    if changed:
+        scrubbed(conn)  # the old text must not live on in WAL frames
     return changed
