@@ -451,15 +451,15 @@ class SignalTransport(Transport):
         wanted = canonical_uuid(address)
         if wanted is None:
             return False
-        if safety_number is None:
-            known = await self.identity(wanted)
-            if known is None or not known.safety_number:
-                return False
-            safety_number = known.safety_number
-        number = "".join(safety_number.split())
-        if not number.isdigit():
+        known = await self.identity(wanted)
+        if known is None or not known.safety_number:
             return False
-        trusted = await self.rest.trust(wanted, number)
+        if safety_number is not None and "".join(safety_number.split()) != known.safety_number:
+            log.warning("a Signal identity was NOT trusted: the safety number did not match")
+            return False
+        if known.status == "TRUSTED_VERIFIED":
+            return True  # signal-cli refuses a trust that changes nothing
+        trusted = await self.rest.trust(wanted, known.safety_number)
         if trusted:
             log.warning("a Signal identity was trusted after a coordinator's check")
         else:
