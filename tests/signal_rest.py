@@ -94,24 +94,30 @@ class RealSignal:
         last = ""
         for _ in range(STARTS):
             port = free_ports()
-            run_dir = Path(tempfile.mkdtemp(prefix=f"vigil-scra-{port}-"))
-            env = {**os.environ, "RUN_DIR": str(run_dir)}
-            if reply_delay_ms is not None:
-                env["FAKE_REPLY_DELAY_MS"] = str(reply_delay_ms)
-            done = subprocess.run(
-                [str(LAYER / "run.sh"), str(port), "--detach"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if done.returncode == 0 and "READY" in done.stdout:
-                return cls(port, run_dir)
-            last = (done.stdout + done.stderr)[-2000:]
-            subprocess.run([str(LAYER / "stop.sh"), str(port)], capture_output=True, check=False)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir, output = _run(port, reply_delay_ms)
+            if run_dir is not None:
+                layer = cls(port, run_dir)
+                layer.reply_delay_ms = reply_delay_ms
+                return layer
+            last = output
         raise RuntimeError(f"signal-cli-rest-api did not start:\n{last}")
+
+    reply_delay_ms: float | None = None
+
+    def restart(self) -> None:
+        """Stop both processes and start them again on the same ports, as a container
+        restart would (the daemon's records start empty)."""
+        subprocess.run(
+            [str(LAYER / "stop.sh"), str(self.port)], capture_output=True, timeout=30, check=False
+        )
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        for _ in range(50):
+            run_dir, output = _run(self.port, self.reply_delay_ms)
+            if run_dir is not None:
+                self.run_dir = run_dir
+                return
+            time.sleep(0.2)  # the old sockets may linger for a moment
+        raise RuntimeError(f"signal-cli-rest-api did not start again:\n{output}")
 
     def stop(self) -> None:
         self.control.close()
@@ -266,6 +272,27 @@ class RealSignal:
                 time.sleep(0.02)
             if time.monotonic() > deadline:
                 raise TimeoutError("the first frame never arrived")
+
+
+def _run(port: int, reply_delay_ms: float | None) -> tuple[Path | None, str]:
+    """run.sh PORT --detach; (its run directory, or None when it did not start; output)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"vigil-scra-{port}-"))
+    env = {**os.environ, "RUN_DIR": str(run_dir)}
+    if reply_delay_ms is not None:
+        env["FAKE_REPLY_DELAY_MS"] = str(reply_delay_ms)
+    done = subprocess.run(
+        [str(LAYER / "run.sh"), str(port), "--detach"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode == 0 and "READY" in done.stdout:
+        return run_dir, done.stdout
+    subprocess.run([str(LAYER / "stop.sh"), str(port)], capture_output=True, check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return None, (done.stdout + done.stderr)[-2000:]
 
 
 @contextlib.contextmanager
