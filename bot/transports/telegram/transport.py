@@ -285,10 +285,14 @@ class TelegramTransport(Transport):
         gone (kicked, chat deleted) counts as left."""
         if chat in self._left:
             return
-        # Refused as "not a member any more" or "no such chat": nothing is left to leave.
-        with contextlib.suppress(BadRequest, Forbidden):
+        self._left.add(chat)  # before the call: several updates of one group leave it once
+        try:
             await self._call("leaveChat", {"chat_id": _chat_id(chat)})
-        self._left.add(chat)
+        except (BadRequest, Forbidden):
+            pass  # "not a member any more" or "no such chat": nothing is left to leave
+        except BaseException:
+            self._left.discard(chat)
+            raise
         log.info("telegram: added to a group or channel; left it without a word")
 
     async def _leave_quietly(self, chat: str) -> None:
