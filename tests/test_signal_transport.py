@@ -441,7 +441,7 @@ async def test_rate_limit_challenge_suspends_bulk_and_keeps_emergencies(fake: Fa
         assert await t.send(out("urgent again", priority=Priority.EMERGENCY))
         assert not t.suspended  # a send that succeeded proves the limit lifted
         assert await t.send(out("broadcast", priority=Priority.BULK))
-        await asyncio.sleep(0.05)
+        await asyncio.gather(*list(t._background))  # the alerts, sent in the background
     assert CAPTCHA_PAGE in alerts[0] and "/captcha signalcaptcha://" in alerts[0]
     assert "vigil signal captcha" in alerts[0]
     assert not any("tok-5f1c" in a for a in alerts)  # the token stays in the transport
@@ -548,3 +548,33 @@ async def test_api_down_at_start_then_up(fake: FakeSignal) -> None:
         fake.user_sends(ALICE, "late start")
         (msg,) = await inbox.wait(1)
     assert msg.text == "late start"
+
+
+async def test_long_lived_loops_run_under_the_supervisor(
+    fake: FakeSignal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    inbox = Collector()
+    t = make(fake)
+    t.spawn = supervisor.spawn
+    real_loop = t.receiver._ws_loop
+    failures = [RuntimeError("a bug in the receive loop")]
+
+    async def failing_once() -> None:
+        if failures:
+            raise failures.pop()
+        await real_loop()
+
+    monkeypatch.setattr(t.receiver, "_ws_loop", failing_once)
+    async with running(t, inbox):
+        assert set(supervisor.loops) == {"signal.receive", "signal.process", "signal.attachments"}
+        await fake.wait_for_clients(1, timeout=10)  # restarted after its back-off
+        assert supervisor.loops["signal.receive"].restarts == 1
+        assert supervisor.loops["signal.receive"].last_failure == "RuntimeError"
+        fake.user_sends(ALICE, "after the restart")
+        (msg,) = await inbox.wait(1)
+        assert supervisor.alive()
+    assert msg.text == "after the restart"
+    await supervisor.stop()

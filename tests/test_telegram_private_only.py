@@ -177,3 +177,20 @@ async def test_a_store_failing_for_a_while_is_never_confirmed_and_loses_nothing(
     # The pause between re-fetches grew with each batch that could not be stored.
     stalls = [a for a in fast_backoff if a > 0]
     assert stalls[:3] == [1, 2, 3]
+
+
+async def test_the_poll_loop_runs_under_the_supervisor(
+    fake: FakeTelegram, transport: TelegramTransport
+) -> None:
+    from bot.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    transport.spawn = supervisor.spawn
+    inbox = Inbox()
+    await transport.start(inbox)
+    assert set(supervisor.loops) == {"telegram.receive"}
+    fake.user_sends(ANN, "/help")
+    await inbox.wait(1)
+    assert supervisor.alive()
+    await transport.stop()
+    await supervisor.stop()

@@ -56,7 +56,7 @@ class ConsoleTransport(Transport):
         self.stdout.flush()
 
     async def start(self, deliver: Deliver) -> None:
-        self._task = asyncio.create_task(self._read_loop(deliver))
+        self._task = self.spawn("console.read", lambda: self._read_loop(deliver))
 
     async def stop(self) -> None:
         if self._task is not None:
