@@ -194,3 +194,16 @@ async def test_the_poll_loop_runs_under_the_supervisor(
     assert supervisor.alive()
     await transport.stop()
     await supervisor.stop()
+
+
+async def test_a_failed_leave_is_tried_again_before_the_update_is_confirmed(
+    fake: FakeTelegram, transport: TelegramTransport
+) -> None:
+    fake.inject_fault("leaveChat", 500, count=2)  # Telegram has a bad moment
+    uid = fake.bot_added_to(GROUP, ANN)
+    inbox = Inbox()
+    await transport.start(inbox)
+    await fake.wait_for(lambda f: f.left_chats == [GROUP], timeout=10)
+    await fake.wait_for("updates_confirmed")
+    assert [c.status for c in fake.calls_to("leaveChat")] == [500, 500, 200]
+    assert all(u["update_id"] != uid for u in fake.pending_updates())
