@@ -201,8 +201,7 @@ class Dispatcher:
         self.pacer = Pacer(limits.per_second, limits.per_chat_per_second, limits.chat_burst)
         self.in_flight = limits.in_flight
         self.batch = max(1, min(self.in_flight * 4, math.ceil(limits.per_second / 4)))
-        # Until every transport declares `capabilities`, the older flag decides.
-        self.editable = bool(getattr(transport, "can_edit", transport.capabilities.edits))
+        self.editable = transport.capabilities.edits
         self._wake = asyncio.Event()
         self._stopping = False
         self._chat_tail: dict[str, asyncio.Task[None]] = {}

@@ -24,7 +24,6 @@ class ConsoleTransport(Transport):
     name = "console"
     limits = Limits(per_second=1000, per_chat_per_second=1000, chat_burst=100, in_flight=1)
     capabilities = Capabilities(edits=False, buttons=False, deletes_incoming=False, end_to_end=True)
-    can_edit = False  # follows capabilities.edits until the dispatcher reads capabilities
 
     def __init__(
         self,

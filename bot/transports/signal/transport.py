@@ -166,10 +166,6 @@ class SignalTransport(Transport):
     # -- what the core and tests read -----------------------------------------------------------
 
     @property
-    def can_edit(self) -> bool:  # type: ignore[override]
-        return self.capabilities.edits
-
-    @property
     def base_url(self) -> str:
         return self.rest.base_url
 

@@ -125,10 +125,6 @@ class TelegramTransport(Transport):
         self._closed = False
 
     @property
-    def can_edit(self) -> bool:  # type: ignore[override]
-        return self.capabilities.edits
-
-    @property
     def username(self) -> str | None:
         return self.reader.username
 
