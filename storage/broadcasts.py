@@ -117,14 +117,6 @@ def latest_draft(conn: Connection, author_id: int, since: float) -> Broadcast | 
     return _row(row) if row else None
 
 
-def with_state(conn: Connection, *states: str) -> list[Broadcast]:
-    marks = ",".join("?" * len(states))
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM broadcasts WHERE state IN ({marks}) ORDER BY priority, id", states
-    ).fetchall()
-    return [_row(r) for r in rows]
-
-
 def unfinished(conn: Connection) -> list[Broadcast]:
     """Fan-outs not yet finished (for broadcasts: whose author has not had the summary)."""
     rows = conn.execute(
