@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import time
@@ -13,7 +12,8 @@ import handlers
 from bot.capability import Capability, Registry, may_use
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.jobs import Producer
+from bot.intake import Intake
+from bot.jobs import JobContext, PeriodicJob, Producer
 from bot.messages import Incoming, Priority
 from bot.notify import notify_member
 from bot.panic import PanicSwitch, panic_wipe
@@ -73,10 +73,11 @@ class App:
             self.wake_all,
             clock,
             services=self.services,
-            jobs=self.registry.jobs,
+            jobs=[*CORE_JOBS, *self.registry.jobs],
             alarms=self.registry.alarms,
         )
         self.services.poke_alarm = self._poke_alarms
+        self.intake = Intake(store.db, self.router, self.services, transports, self.wake_all, clock)
         self._tasks: list[asyncio.Task[None]] = []
         # `vigil wipe` from a shell, or /panic in chat, stops a running bot and erases it.
         self.panic = PanicSwitch(store.data_dir)
@@ -100,26 +101,7 @@ class App:
 
     async def deliver(self, msg: Incoming) -> None:
         """Handle one incoming message durably; raises if it could not be stored."""
-        if msg.attachments:
-            msg = await self._fetch_attachments(msg)
-        await self.store.db.run(self.router.process, msg)
-        self.wake_all()  # a handler may have written rows for any transport
-
-    async def _fetch_attachments(self, msg: Incoming) -> Incoming:
-        """Bring attachment bytes into memory before the transaction: handlers do no I/O.
-        Over-size or surplus attachments arrive with data=None and the handler says so."""
-        transport = next((t for t in self.transports if t.name == msg.transport), None)
-        fetched = []
-        for i, att in enumerate(msg.attachments):
-            data = None
-            within = att.size <= self.services.max_attachment_bytes
-            if transport is not None and i < self.services.max_attachments and within:
-                try:
-                    data = await transport.fetch_attachment(att, self.services.max_attachment_bytes)
-                except Exception as exc:
-                    log.warning("attachment fetch failed: %s", type(exc).__name__)
-            fetched.append(dataclasses.replace(att, data=data))
-        return dataclasses.replace(msg, attachments=tuple(fetched))
+        await self.intake.deliver(msg)
 
     async def settle(self) -> None:
         """Wait until every due outbox row has been handed to its transport (console, tests)."""
@@ -192,6 +174,16 @@ def _alert_admins(conn: Connection, text: str, key: str, now: float) -> int:
             idem_key=f"{key}:{admin_id}",
         )  # fmt: skip
     return sent
+
+
+def _scrub_sensitive(job: JobContext) -> int:
+    outbox.scrub_final(job.conn, job.now)
+    return 0
+
+
+# The core's own periodic work: sensitive outbox rows (report copies, codes, exact places) go
+# within a minute of their delivery.
+CORE_JOBS = (PeriodicJob("outbox-scrub", _scrub_sensitive, 60),)
 
 
 def default_registry() -> Registry:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.i18n import Translator
 from bot.messages import Choice, Incoming, Priority
@@ -45,6 +45,28 @@ class FlowFailed(UserError):
     never succeed."""
 
 
+@dataclass(frozen=True)
+class RequestResult:
+    ok: bool
+    detail: str = ""  # a plain sentence or an outcome kind, never a token or an address
+
+
+# (conn, now, result) -> messages to handle again (held ones released by a /trust); runs in a
+# transaction of its own once the transport answered.
+OnResult = Callable[[Connection, float, RequestResult], list[Incoming]]
+
+
+@dataclass(frozen=True)
+class TransportRequest:
+    """Something a handler needs a transport to do (trust a safety number, submit a captcha).
+    Handlers do no I/O: the app runs the request after the message's transaction committed."""
+
+    transport: str
+    op: Literal["trust_identity", "solve_challenge"]
+    argument: str = field(repr=False)  # an address or a captcha: never logged
+    on_result: OnResult = field(repr=False, default=lambda conn, now, result: [])
+
+
 @dataclass
 class Context:
     conn: Connection
@@ -55,10 +77,19 @@ class Context:
     _: Translator
     flows: Flows | None = None  # the router's flow engine (None in contexts without one)
     registry: Registry | None = None  # the app's commands, for /help
+    requests: list[TransportRequest] = field(default_factory=list)
 
     def reply(
-        self, text: str, choices: tuple[Choice, ...] = (), priority: Priority = Priority.REPLY
+        self,
+        text: str,
+        choices: tuple[Choice, ...] = (),
+        priority: Priority = Priority.REPLY,
+        *,
+        sensitivity: str = outbox.ORDINARY,
     ) -> None:
+        """Answer in the chat the message came from (always a 1:1 chat: the router drops the
+        rest). A reply that names a report, or carries a code, is `sensitivity`-marked so the
+        row is deleted once delivered."""
         outbox.enqueue(
             self.conn,
             transport=self.incoming.transport,
@@ -67,6 +98,7 @@ class Context:
             body=outbox_body(text, choices),
             priority=priority,
             now=self.now,
+            sensitivity=sensitivity,
         )
 
     def notify(
@@ -77,15 +109,24 @@ class Context:
         priority: Priority = Priority.ALERT,
         idem_key: str | None = None,
         choices: Callable[[Translator], tuple[Choice, ...]] | None = None,
+        sensitivity: str = outbox.ORDINARY,
+        origin: str | None = None,
+        notice: Callable[[Translator], str] | None = None,
     ) -> int:
-        """Message another member, in their language, where they can be reached."""
+        """Message another member, in their language, on the one identity its class allows
+        (bot/notify.py)."""
         return notify_member(
-            self.conn, member_id, render, now=self.now, priority=priority,
-            idem_key=idem_key, choices=choices,
+            self.conn, member_id, render, now=self.now, channels=self.services.transports,
+            priority=priority, idem_key=idem_key, choices=choices, sensitivity=sensitivity,
+            origin=origin, notice=notice,
         )  # fmt: skip
 
     def audit(self, action: str, target: str | None = None) -> None:
         audit.record(self.conn, self.member.id if self.member else None, action, target, self.now)
+
+    def request(self, request: TransportRequest) -> None:
+        """Ask the app to run `request` once this message's changes are committed."""
+        self.requests.append(request)
 
     def require_member(self) -> Member:
         if self.member is None:

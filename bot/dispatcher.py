@@ -57,10 +57,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bot import guard
 from bot.jobs import JobContext, Producer
 from bot.messages import Choice, Outgoing, Priority
 from bot.services import Services
-from bot.transports.base import MaybeSent, RecipientGone, Rejected, RetryLater, Transport
+from bot.transports.base import (
+    IdentityUntrusted,
+    MaybeSent,
+    RecipientGone,
+    Rejected,
+    RetryLater,
+    Transport,
+)
 from storage import members, outbox
 from storage.db import Connection, Database
 
@@ -386,6 +394,11 @@ class Dispatcher:
             await self._retry(item, err)
         except MaybeSent as err:
             await self._maybe_sent(item, err)
+        except IdentityUntrusted:
+            # The safety number changed: nothing more goes there until a coordinator confirms
+            # the member in person (/trust); this message waits with the rest.
+            self._healthy()
+            await self._db(_untrusted, item, self.clock(), self.services)
         except RecipientGone as err:
             self.failed += 1
             self._healthy()
@@ -512,6 +525,12 @@ class Dispatcher:
 
 def _was_maybe(item: outbox.Item) -> bool:
     return (item.error or "").startswith("maybe:")
+
+
+def _untrusted(conn: Connection, item: outbox.Item, now: float, services: Services) -> None:
+    outbox.unclaim(conn, item.id, outbox.HELD, "untrusted")
+    ident = item.chat  # a Signal chat is the recipient's uuid
+    guard.quarantine(conn, item.transport, ident, now, services)
 
 
 def _gone(conn: Connection, item: outbox.Item, kind: str, now: float) -> None:

@@ -29,10 +29,11 @@ from typing import Any
 from bot.context import Context, FlowFailed
 from bot.i18n import N_
 from bot.messages import Choice
-from storage import conversations, crypto
+from storage import conversations, crypto, outbox
 from storage.conversations import SEALED_PREFIX, Conversation
 
 DAY = 86400.0
+HOUR = 3600.0
 PICK = "pick"
 
 
@@ -66,6 +67,9 @@ class Flow:
     ttl: float = 2 * DAY
     back: bool = True
     files_later: str = N_("Please answer this question first.")
+    # The class of the flow's own questions: a report flow's are `report`, so they are deleted
+    # once delivered (their times would say when a relative was reporting).
+    sensitivity: str = outbox.ORDINARY
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -108,7 +112,8 @@ class FlowContext:
         self.save()
         step = self.current
         text = step.ask(self)
-        self.ctx.reply(f"{note}\n\n{text}" if note else text, self.choices())
+        body = f"{note}\n\n{text}" if note else text
+        self.ctx.reply(body, self.choices(), sensitivity=self.flow.sensitivity)
 
     def choices(self) -> tuple[Choice, ...]:
         step = self.current
@@ -217,7 +222,10 @@ class Flows:
             blob = crypto.aead_seal(fc.ctx.services.draft_key, payload.encode(), _aad(fc))
             payload = SEALED_PREFIX + base64.b64encode(blob).decode()
         conv = Conversation(fc.flow.name, fc.step, payload)
-        conversations.put(fc.ctx.conn, member.id, conv, fc.ctx.now)
+        # A secret flow's time is kept to the hour: a draft's exact moments must not line up
+        # with a report's (issue 13).
+        at = fc.ctx.now // HOUR * HOUR if fc.flow.secret else fc.ctx.now
+        conversations.put(fc.ctx.conn, member.id, conv, at)
 
     def _open(self, ctx: Context, flow: Flow, payload: str) -> str:
         if not flow.secret:

@@ -25,6 +25,7 @@ class Attachment:
     size: int = 0
     name: str = ""
     data: bytes | None = None  # filled by the app before handling; never written to disk plain
+    refused: str | None = None  # why no bytes were fetched: "not now" | "size" | "quota"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,18 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from bot import guard
 from bot.capability import Registry, may_use
-from bot.context import Context, FlowFailed, UserError, clean_surrogates, has_surrogates
+from bot.context import (
+    Context,
+    FlowFailed,
+    TransportRequest,
+    UserError,
+    clean_surrogates,
+    has_surrogates,
+)
 from bot.flows import Flows
 from bot.i18n import Translator
 from bot.messages import MAX_TEXT_CHARS, Incoming
@@ -43,6 +52,19 @@ class CommandRateLimiter:
             self._buckets.clear()  # bounded memory under a flood of new senders
         return False, not warned
 
+    def peek(self, transport: str, sender: str, now: float) -> bool:
+        """Would `allow` let a message through now (without spending a token)?"""
+        tokens, last, _warned = self._buckets.get((transport, sender), (self.burst, now, False))
+        return min(self.burst, tokens + (now - last) * self.rate) >= 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one message left for the app to do after its transaction committed."""
+
+    fresh: bool = True  # False: a replay, or traffic that is never handled (groups)
+    requests: tuple[TransportRequest, ...] = ()
+
 
 class Router:
     def __init__(
@@ -58,14 +80,26 @@ class Router:
         self.clock = clock
         self.limiter = limiter or CommandRateLimiter()
 
-    def process(self, conn: Connection, msg: Incoming) -> bool:
-        """Handle one message; False when its key was seen before (a replay)."""
+    def process(self, conn: Connection, msg: Incoming, *, held: bool = False) -> Outcome:
+        """Handle one message inside the caller's transaction. `held`: a message released
+        after /trust, whose inbox key was claimed when it was held."""
         now = self.clock()
-        if not inbox.claim(conn, msg.transport, msg.key, now):
-            return False
+        if not msg.private:
+            # THREATS rule 9: a group is never a place where the bot learns or answers.
+            log.info("traffic from a group chat ignored")
+            return Outcome(fresh=False)
+        if not held and not inbox.claim(conn, self.services.index_key, msg, now):
+            return Outcome(fresh=False)
+        if msg.untrusted_identity:
+            guard.quarantine(conn, msg.transport, msg.sender, now, self.services)
+            return Outcome()
         if has_surrogates(msg.text):
             msg = dataclasses.replace(msg, text=clean_surrogates(msg.text))
-        member = members.by_address(conn, msg.transport, msg.sender)
+        ident = members.identity(conn, msg.transport, msg.sender)
+        if ident is not None and ident.quarantined:
+            guard.hold(conn, msg)
+            return Outcome()
+        member = members.by_address(conn, msg.transport, msg.sender) if ident else None
         if member is not None:
             members.update_chat(conn, msg.transport, msg.sender, msg.chat)
         language = member.language if member else msg.language_hint
@@ -76,10 +110,10 @@ class Router:
         if not allowed:
             if warn:
                 ctx.reply(tr("Too many messages at once. Please wait a minute and try again."))
-            return True
+            return Outcome()
         if len(msg.text) > MAX_TEXT_CHARS:
             ctx.reply(tr("That message is too long. Please keep it shorter."))
-            return True
+            return Outcome()
 
         conn.execute("SAVEPOINT handler")
         try:
@@ -94,8 +128,31 @@ class Router:
             # The type only: an exception's text may quote what the person wrote.
             log.error("handler failed: %s", type(exc).__name__)
             ctx.reply(tr("Something went wrong on our side. Nothing was changed; please try again"))
+            ctx.requests.clear()
         conn.execute("RELEASE handler")
-        return True
+        return Outcome(requests=tuple(ctx.requests))
+
+    def attachments_wanted(self, conn: Connection, msg: Incoming) -> int | None:
+        """May this message's attachments be fetched at all (issue 12 item 5)? Only for a
+        relative in a 1:1 chat, on a trusted identity, not a replay, within the rate limit,
+        whose message is a report or answers a report question that takes files: their member
+        id, else None. Read-only: the message itself is handled afterwards, as usual."""
+        if msg.untrusted_identity or not msg.private:
+            return None
+        if inbox.seen(conn, self.services.index_key, msg):
+            return None
+        ident = members.identity(conn, msg.transport, msg.sender)
+        member = members.get(conn, ident.member_id) if ident and not ident.quarantined else None
+        if member is None or member.role != "family":
+            return None
+        if not self.limiter.peek(msg.transport, msg.sender, self.clock()):
+            return None
+        if msg.text.strip().split(" ", 1)[0].lower() in guard.REPORT_COMMANDS:
+            return member.id
+        tr = Translator(member.language or self.services.default_language)
+        ctx = Context(conn, msg, member, self.services, self.clock(), tr, self.flows, self.registry)
+        fc = self.flows.current(ctx)
+        return member.id if fc is not None and fc.current.files else None
 
     def _dispatch(self, ctx: Context) -> None:
         text = ctx.incoming.text.strip()

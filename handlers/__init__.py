@@ -12,6 +12,7 @@ def capabilities() -> list[Capability]:
         admin,
         broadcasts,
         cases,
+        channels,
         invites,
         letters,
         onboarding,
@@ -32,5 +33,6 @@ def capabilities() -> list[Capability]:
         invites.capability(),
         preferences.capability(),
         privacy.capability(),
+        channels.capability(),
         admin.capability(),
     ]

@@ -7,7 +7,7 @@ import re
 from bot.capability import Capability, Commands
 from bot.context import COORDINATORS, Context, UserError
 from bot.i18n import N_
-from storage import cases, invites, members
+from storage import cases, invites, members, outbox
 from storage.db import Connection
 
 commands = Commands()
@@ -116,7 +116,8 @@ def invite(ctx: Context, args: str) -> None:
         ctx._(
             "Invite code (one use, valid for 7 days). Pass it on in person or over Signal:\n{code}",
             code=invite_message(code, link),
-        )
+        ),
+        sensitivity=outbox.CODE,  # deleted once delivered: a copy of the store holds no code
     )
 
 

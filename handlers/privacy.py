@@ -66,8 +66,8 @@ def mydata(ctx: Context, args: str) -> None:
     assert s is not None
     _ = ctx._
     lines = [_("What Vigil keeps about you:"), ""]
-    lines.append(
-        _(
+    if s.role in ("coordinator", "admin"):
+        membership = _(
             "• Your membership: member number {id}, role {role}, since {date}; your language, "
             "time zone and quiet hours. Kept until you send /forgetme or an administrator "
             "removes you.",
@@ -75,7 +75,14 @@ def mydata(ctx: Context, args: str) -> None:
             role=role_name(ctx, s.role),
             date=_date(s.created_at),
         )
-    )
+    else:  # a sequential number would say how large the network is
+        membership = _(
+            "• Your membership: role {role}, since {date}; your language, time zone and quiet "
+            "hours. Kept until you send /forgetme or an administrator removes you.",
+            role=role_name(ctx, s.role),
+            date=_date(s.created_at),
+        )
+    lines.append(membership)
     names = ", ".join(_(TRANSPORT_NAMES.get(t, t)) for t in s.transports) or "-"
     lines.append(
         _(
@@ -83,6 +90,11 @@ def mydata(ctx: Context, args: str) -> None:
             "your phone number. Kept until /forgetme.",
             where=names,
         )
+    )
+    lines.append(
+        _("  /link adds your other app (Signal or Telegram); /unlink drops one.")
+        if len(s.transports) < 2
+        else _("  Linked apps: {where}. /unlink telegram or /unlink signal drops one.", where=names)
     )
     if s.cases:
         linked = ", ".join(
@@ -130,9 +142,11 @@ def mydata(ctx: Context, args: str) -> None:
     if s.role == "family" or any(rel == "family" for _name, rel in s.cases):
         lines.append(
             _(
-                "• Reports you send are sealed: nobody on this server can read them, and they "
-                "do not record who sent them. They are kept {days}, then deleted. /forgetme "
-                "does not delete them, because they cannot be traced to you.",
+                "• Reports you send are sealed: nobody on this server can read them. Nothing "
+                "kept here says which relative sent which report: someone holding this "
+                "server's data and its keys can at most see that a relative of the case "
+                "reported within a given hour. Reports are kept {days}, then deleted. "
+                "/forgetme does not delete them, because they are not tied to you.",
                 days=_days(ctx, r, "report_bodies"),
             )
         )

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from storage import members
 from storage.db import Connection
 
 KINDS = ("vigil", "protest", "hearing", "letters", "callin", "online", "other")
@@ -471,14 +472,14 @@ def rsvp_ids(conn: Connection, occurrence_id: int, cursor: int, limit: int) -> l
 def member_rows(
     conn: Connection, ids: list[int]
 ) -> list[tuple[int, str, str | None, str | None, str | None, str | None, str | None]]:
-    """(id, role, language, timezone, quiet hours, transport, chat) per reachable identity
-    (transport and chat None for a member who has none)."""
+    """(id, role, language, timezone, quiet hours, transport, chat) per member, on the one
+    identity a message goes to (transport and chat None for a member who has none)."""
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
     return conn.execute(
         "SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, i.transport, i.chat "
-        "FROM members m LEFT JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        f"FROM members m {members.ROUTE_JOIN}"
         f"WHERE m.id IN ({marks}) ORDER BY m.id",
         ids,
     ).fetchall()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from storage import members
 from storage.db import Connection
 
 ALL_CASES = 0  # subscriptions.case_id for "every case I may see"
@@ -173,7 +174,7 @@ def chunk(
         "coalesce(p.optouts, ''), i.transport, i.chat FROM members m "
         f"{joins}"
         "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
-        "LEFT JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        f"{members.ROUTE_JOIN}"
         f"WHERE m.id IN ({marks}) AND {condition} ORDER BY m.id",
         params,
     ).fetchall()
@@ -185,8 +186,8 @@ def chunk(
 
 
 def count(conn: Connection, segment: str, default_language: str = "en") -> tuple[int, int]:
-    """(people, messages) the audience reaches now: members with a reachable identity, and the
-    number of those identities (a person on Telegram and Signal gets two messages)."""
+    """(people, messages) the audience reaches now: members with an identity a message can go
+    to, and the messages (one per person: each goes to one identity, bot/notify.py)."""
     seg = Segment.parse(segment)
     joins, condition, params = _rules(conn, seg, default_language)
     scope = ""
@@ -199,8 +200,10 @@ def count(conn: Connection, segment: str, default_language: str = "en") -> tuple
         )
     row = conn.execute(
         "SELECT count(DISTINCT m.id), count(*) FROM members m "
-        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
-        f"{joins}WHERE {condition} {scope}",
+        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 AND i.quarantined = 0 "
+        "AND i.rowid = (SELECT r.rowid FROM identities r WHERE r.member_id = m.id "
+        "AND r.reachable = 1 AND r.quarantined = 0 ORDER BY r.preferred DESC, r.created_at "
+        f"LIMIT 1) {joins}WHERE {condition} {scope}",
         params,
     ).fetchone()
     return row[0], row[1]

@@ -294,9 +294,10 @@ def latest_updates(conn: Connection, case_id: int, limit: int = 3) -> list[Updat
 
 
 def report_arrived(conn: Connection, case_id: int, now: float) -> None:
-    """A report restarts the silence count."""
+    """A report restarts the silence count (kept to the hour, like the report's own time)."""
     conn.execute(
-        "UPDATE cases SET last_report_at = ?, checkin_round = 0 WHERE id = ?", (now, case_id)
+        "UPDATE cases SET last_report_at = ?, checkin_round = 0 WHERE id = ?",
+        (now // 3600 * 3600, case_id),
     )
 
 

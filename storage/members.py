@@ -25,6 +25,8 @@ class Identity:
     chat: str
     member_id: int
     reachable: bool
+    preferred: bool = False  # the identity the member wrote from last
+    quarantined: bool = False  # safety number changed: nothing sensitive until /trust
 
 
 _COLS = "m.id, m.role, m.language, m.timezone, m.quiet_hours"
@@ -64,8 +66,8 @@ def create(
     member_id = cur.lastrowid
     assert member_id is not None
     conn.execute(
-        "INSERT INTO identities (transport, address, member_id, chat, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO identities (transport, address, member_id, chat, created_at, preferred) "
+        "VALUES (?, ?, ?, ?, ?, 1)",
         (transport, address, member_id, chat, now),
     )
     return Member(member_id, role, language, None, None)
@@ -87,20 +89,87 @@ def set_quiet_hours(conn: Connection, member_id: int, quiet: str | None) -> None
     conn.execute("UPDATE members SET quiet_hours = ? WHERE id = ?", (quiet, member_id))
 
 
+# The one identity a fan-out message goes to: reachable, not quarantined, the one the member
+# wrote from last (bot/notify.py decides the same for single messages).
+ROUTE_JOIN = (
+    "LEFT JOIN identities i ON i.rowid = (SELECT r.rowid FROM identities r "
+    "WHERE r.member_id = m.id AND r.reachable = 1 AND r.quarantined = 0 "
+    "ORDER BY r.preferred DESC, r.created_at LIMIT 1) "
+)
+
+_ID_COLS = "transport, address, chat, member_id, reachable, preferred, quarantined"
+
+
+def _identity(row: tuple) -> Identity:
+    t, a, c, m, r, p, q = row
+    return Identity(t, a, c, m, bool(r), bool(p), bool(q))
+
+
 def identities(conn: Connection, member_id: int) -> list[Identity]:
     rows = conn.execute(
-        "SELECT transport, address, chat, member_id, reachable FROM identities "
-        "WHERE member_id = ? ORDER BY created_at",
+        f"SELECT {_ID_COLS} FROM identities WHERE member_id = ? ORDER BY created_at",
         (member_id,),
     ).fetchall()
-    return [Identity(t, a, c, m, bool(r)) for t, a, c, m, r in rows]
+    return [_identity(r) for r in rows]
+
+
+def identity(conn: Connection, transport: str, address: str) -> Identity | None:
+    row = conn.execute(
+        f"SELECT {_ID_COLS} FROM identities WHERE transport = ? AND address = ?",
+        (transport, address),
+    ).fetchone()
+    return _identity(row) if row else None
 
 
 def update_chat(conn: Connection, transport: str, address: str, chat: str) -> None:
+    """The member wrote from this identity in a 1:1 chat (the router calls this for private
+    chats only): it is their reply address and the one they use now."""
     conn.execute(
         "UPDATE identities SET chat = ?, reachable = 1 WHERE transport = ? AND address = ? "
         "AND (chat != ? OR reachable = 0)",
         (chat, transport, address, chat),
+    )
+    conn.execute(
+        "UPDATE identities SET preferred = (transport = ? AND address = ?) WHERE member_id = "
+        "(SELECT member_id FROM identities WHERE transport = ? AND address = ?) "
+        "AND preferred != (transport = ? AND address = ?)",
+        (transport, address, transport, address, transport, address),
+    )
+
+
+def add_identity(
+    conn: Connection, member_id: int, *, transport: str, address: str, chat: str, now: float
+) -> None:
+    """Join another platform's identity to an existing member (/link)."""
+    conn.execute(
+        "INSERT INTO identities (transport, address, member_id, chat, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (transport, address, member_id, chat, now),
+    )
+
+
+def remove_identity(conn: Connection, member_id: int, transport: str) -> bool:
+    """Drop the member's identity on `transport`; never the last one (False then)."""
+    n = conn.execute("SELECT count(*) FROM identities WHERE member_id = ?", (member_id,))
+    if n.fetchone()[0] <= 1:
+        return False
+    return (
+        conn.execute(
+            "DELETE FROM identities WHERE member_id = ? AND transport = ?", (member_id, transport)
+        ).rowcount
+        > 0
+    )
+
+
+def set_quarantined(conn: Connection, transport: str, address: str, on: bool) -> bool:
+    """True when this changed the identity's state."""
+    return (
+        conn.execute(
+            "UPDATE identities SET quarantined = ? WHERE transport = ? AND address = ? "
+            "AND quarantined != ?",
+            (int(on), transport, address, int(on)),
+        ).rowcount
+        > 0
     )
 
 

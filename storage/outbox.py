@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Connection
+from storage.db import Connection, scrubbed
 
 PRIORITIES = (0, 1, 2, 3)
 TERMINAL = ("sent", "failed", "maybe_sent", "cancelled")
@@ -51,8 +51,14 @@ class Item:
 
 _INSERT = (
     "INSERT OR IGNORE INTO outbox (transport, chat, member_id, priority, body, idem_key, "
-    "broadcast_id, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "broadcast_id, not_before, created_at, sensitivity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Sensitivity classes (bot/notify.py decides where each may go). Every class but ORDINARY is
+# deleted once its row is final (`scrub_final`).
+ORDINARY, REPORT, URGENT, CODE, PLACE = "ordinary", "report", "urgent", "code", "place"
+SENSITIVITIES = (ORDINARY, REPORT, URGENT, CODE, PLACE)
+HELD = 9.0e15  # not_before of a row held until its recipient is trusted again (or linked)
+WAITING_CHAT = ""  # chat of content waiting for the member to link a private transport
 
 
 def dump_body(body: dict[str, Any]) -> str:
@@ -71,8 +77,10 @@ def enqueue(
     idem_key: str | None = None,
     broadcast_id: int | None = None,
     not_before: float = 0,
+    sensitivity: str = ORDINARY,
 ) -> int | None:
     """Insert a row; with an idempotency key a second insert of the same message is a no-op."""
+    assert sensitivity in SENSITIVITIES
     cur = conn.execute(
         _INSERT,
         (
@@ -85,6 +93,7 @@ def enqueue(
             broadcast_id,
             not_before,
             now,
+            sensitivity,
         ),
     )
     if cur.rowcount != 1:
@@ -97,12 +106,18 @@ def enqueue(
 Row = tuple[str, str, int | None, int, str, str | None, int | None, float, float]
 
 
-def enqueue_many(conn: Connection, rows: Iterable[Row], broadcast_id: int | None = None) -> int:
+def enqueue_many(
+    conn: Connection,
+    rows: Iterable[Row],
+    broadcast_id: int | None = None,
+    sensitivity: str = ORDINARY,
+) -> int:
     """Bulk insert of pre-serialised rows: (transport, chat, member_id, priority, body_json,
-    idem_key, broadcast_id, not_before, created_at), all of fan-out `broadcast_id` if given.
-    Returns how many were new."""
+    idem_key, broadcast_id, not_before, created_at), all of fan-out `broadcast_id` if given and
+    all of one sensitivity class. Returns how many were new."""
+    assert sensitivity in SENSITIVITIES
     before = conn.total_changes
-    conn.executemany(_INSERT, rows)
+    conn.executemany(_INSERT, ((*row, sensitivity) for row in rows))
     new = conn.total_changes - before
     if broadcast_id is not None and new:
         bump(conn, broadcast_id, "materialised", new)
@@ -307,6 +322,55 @@ def cancel_broadcast(conn: Connection, broadcast_id: int, now: float) -> int:
     if n:
         bump(conn, broadcast_id, "cancelled", n)
     return n
+
+
+WAIT_LIMIT = 3 * 86400.0  # held or waiting sensitive content older than this is dropped
+
+
+def scrub_final(conn: Connection, now: float | None = None) -> int:
+    """Delete every sensitive row whose delivery is over (sent, failed, maybe sent, cancelled):
+    its words and the chat it went to are then gone, from the WAL too. The live copy of a
+    report must be plaintext here until the transport has it; not a minute longer than the
+    job's period. With `now`, sensitive rows held or waiting (for a /trust or a /link) longer
+    than WAIT_LIMIT go too."""
+    n = conn.execute(
+        "DELETE FROM outbox WHERE sensitivity != 'ordinary' "
+        "AND state IN ('sent', 'failed', 'maybe_sent', 'cancelled')"
+    ).rowcount
+    if now is not None:
+        n += conn.execute(
+            "DELETE FROM outbox WHERE sensitivity != 'ordinary' AND state = 'pending' "
+            "AND not_before = ? AND created_at < ?",
+            (HELD, now - WAIT_LIMIT),
+        ).rowcount
+    if n:
+        scrubbed(conn)
+    return n
+
+
+def hold_chat(conn: Connection, transport: str, chat: str) -> int:
+    """Keep every pending row to this chat back (its identity is quarantined)."""
+    return conn.execute(
+        "UPDATE outbox SET not_before = ? WHERE transport = ? AND chat = ? AND state = 'pending'",
+        (HELD, transport, chat),
+    ).rowcount
+
+
+def release_chat(conn: Connection, transport: str, chat: str, now: float) -> int:
+    return conn.execute(
+        "UPDATE outbox SET not_before = ? WHERE transport = ? AND chat = ? AND state = 'pending' "
+        "AND not_before = ?",
+        (now, transport, chat, HELD),
+    ).rowcount
+
+
+def deliver_waiting(conn: Connection, member_id: int, transport: str, chat: str, now: float) -> int:
+    """The member linked `transport`: content kept for it goes to this chat now."""
+    return conn.execute(
+        "UPDATE outbox SET chat = ?, not_before = ? WHERE member_id = ? AND transport = ? "
+        "AND chat = ? AND state = 'pending'",
+        (chat, now, member_id, transport, WAITING_CHAT),
+    ).rowcount
 
 
 def purge_done(conn: Connection, cutoff: float) -> int:

@@ -4,11 +4,10 @@ themselves) and `/revoke` (an admin). Each runs inside the message's one transac
 forget_member deletes the member and everything that points at them:
 
 * the member row; through ON DELETE CASCADE: identities, case links, conversation state,
-  report drafts, subscriptions and alert preferences, RSVPs, and outbox rows addressed to
+  sealed flow drafts, subscriptions and alert preferences, RSVPs, and outbox rows addressed to
   them (pending and delivered);
 * outbox rows sent to their chats without a member id (answers before they joined); a row
   the dispatcher is sending at that moment is unlinked and expires with delivered messages;
-* inbox keys that carry their platform address (Signal keys are `sourceUuid:timestamp`);
 * their invite brute-force counter (a keyed hash of their address);
 * the chat their broadcasts report progress to; their unconfirmed broadcast drafts.
 
@@ -36,15 +35,10 @@ read from the database on every message, so the next message they send already h
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage import crypto, members
 from storage.db import Connection, scrubbed
-
-# Other capabilities that keep personal data without a cascading foreign key add a cleanup
-# function here: fn(conn, member_id). Called by forget_member before the member row goes.
-FORGET_HOOKS: list[Callable[[Connection, int], None]] = []
 
 MEMBER_ID_FLOOR = "members.max_id"  # settings key: the highest member number ever used
 _DELETE_REQUEST = "json_extract(body, '$.kind') = 'delete' AND state IN ('pending', 'sending')"
@@ -134,14 +128,13 @@ def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float
     )
     for ident in idents:
         conn.execute(
+            "DELETE FROM held_messages WHERE transport = ? AND address = ?",
+            (ident.transport, ident.address),
+        )
+        conn.execute(
             "DELETE FROM outbox WHERE transport = ? AND chat = ? AND state != 'sending' "
             f"AND NOT ({_DELETE_REQUEST})",
             (ident.transport, ident.chat),
-        )
-        low = ident.address + ":"
-        conn.execute(
-            "DELETE FROM inbox WHERE transport = ? AND key >= ? AND key < ?",
-            (ident.transport, low, ident.address + ";"),
         )
         bucket = "redeem:" + crypto.keyed_hash(index_key, f"{ident.transport}:{ident.address}")
         conn.execute("DELETE FROM rate_buckets WHERE bucket = ?", (bucket,))
@@ -155,8 +148,6 @@ def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float
         (member_id,),
     )
     conn.execute("DELETE FROM rate_buckets WHERE bucket = ?", (f"wrote:{member_id}",))
-    for hook in FORGET_HOOKS:
-        hook(conn, member_id)
     # Member numbers must never be handed to someone else (audit rows, an admin's /promote N):
     # remember the highest number ever used; members.create should allocate above it.
     conn.execute(

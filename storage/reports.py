@@ -89,11 +89,13 @@ def create(
     now: float,
 ) -> int:
     """A report row with an empty seal; the caller seals the body with the new id and calls
-    `set_sealed` in the same transaction, so no row is ever committed unsealed or plain."""
+    `set_sealed` in the same transaction, so no row is ever committed unsealed or plain. Its
+    time is kept to the hour: enough for a coordinator ("today, 14:00-15:00"), too coarse to
+    be joined to anything a relative left behind (the exact time is inside the seal)."""
     cur = conn.execute(
         "INSERT INTO reports (case_id, created_at, source, kind, health, urgent, key_id, sealed) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, X'')",
-        (case_id, now, source, kind, health, int(urgent), key_id),
+        (case_id, hour_of(now), source, kind, health, int(urgent), key_id),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -287,6 +289,10 @@ def pin_key(conn: Connection, key_id: str) -> None:
     settings.put(conn, PIN_SETTING, key_id)
 
 
+def hour_of(ts: float) -> float:
+    return ts // 3600 * 3600
+
+
 # --- urgent alerts ------------------------------------------------------------------------
 
 
@@ -295,7 +301,7 @@ class Alert:
     id: int
     case_id: int
     report_id: int | None
-    reporter_id: int | None
+    reporter_sealed: bytes | None  # the sender, sealed under the process's key until the ack
     created_at: float
     last_sent_at: float
     sends: int
@@ -305,21 +311,23 @@ class Alert:
 
 
 _A_COLS = (
-    "id, case_id, report_id, reporter_id, created_at, last_sent_at, sends, acked_at, acked_by, "
+    "id, case_id, report_id, reporter_sealed, created_at, last_sent_at, sends, acked_at, acked_by, "
     "expired_at"
 )
 
 
-def create_alert(
-    conn: Connection, case_id: int, report_id: int | None, reporter_id: int | None, now: float
-) -> int:
+def create_alert(conn: Connection, case_id: int, report_id: int | None, now: float) -> int:
     cur = conn.execute(
-        "INSERT INTO urgent_alerts (case_id, report_id, reporter_id, created_at, last_sent_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (case_id, report_id, reporter_id, now, now),
+        "INSERT INTO urgent_alerts (case_id, report_id, created_at, last_sent_at) "
+        "VALUES (?, ?, ?, ?)",
+        (case_id, report_id, now, now),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+def set_reporter_sealed(conn: Connection, alert_id: int, sealed: bytes) -> None:
+    conn.execute("UPDATE urgent_alerts SET reporter_sealed = ? WHERE id = ?", (sealed, alert_id))
 
 
 def get_alert(conn: Connection, alert_id: int) -> Alert | None:
@@ -357,7 +365,11 @@ def ack_alert(conn: Connection, alert_id: int, member_id: int, now: float) -> bo
 
 
 def forget_reporter(conn: Connection, alert_id: int) -> None:
-    conn.execute("UPDATE urgent_alerts SET reporter_id = NULL WHERE id = ?", (alert_id,))
+    conn.execute(
+        "UPDATE urgent_alerts SET reporter_id = NULL, reporter_sealed = NULL WHERE id = ?",
+        (alert_id,),
+    )
+    scrubbed(conn)
 
 
 def mark_alert_sent(conn: Connection, alert_id: int, now: float) -> None:
@@ -391,24 +403,3 @@ def cancel_pending(conn: Connection, idem_prefix: str, now: float) -> int:
         "WHERE idem_key >= ? AND idem_key < ? AND state = 'pending'",
         (now, low, high),
     ).rowcount
-
-
-def scrub_live_copies(conn: Connection) -> int:
-    """Blank the text of report and urgent-alert copies once their delivery is over.
-
-    The live copy a coordinator receives must be plaintext in the outbox until the transport
-    has it. After that the row is only bookkeeping (edits use platform_ref, never the body), so
-    its body is replaced and the report's words stay nowhere in the database but in the sealed
-    archive. Runs every minute from the reports job."""
-    marks = ",".join("?" * len(TERMINAL_STATES))
-    changed = 0
-    for prefix in ("report:", "urgent:"):
-        low, high = _prefix_range(prefix)
-        changed += conn.execute(
-            f"UPDATE outbox SET body = ? WHERE idem_key >= ? AND idem_key < ? "
-            f"AND state IN ({marks}) AND body != ?",
-            (SCRUBBED_BODY, low, high, *TERMINAL_STATES, SCRUBBED_BODY),
-        ).rowcount
-    if changed:
-        scrubbed(conn)  # the old text must not live on in WAL frames
-    return changed

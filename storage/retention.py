@@ -12,10 +12,10 @@ Defaults, and why:
 =====================  ==========  ==========================================================
 kind                   default     what goes, and when
 =====================  ==========  ==========================================================
-inbox_keys             30 days     platform message keys of handled messages (replay guard).
-                                   Signal keys contain the sender's uuid (see `forget_member`).
+inbox_keys             2 days      keyed hashes of handled messages' keys (replay guard), with
+                                   the hour they arrived: as long as a platform may replay.
 delivered_messages     14 days     outbox rows in a final state (sent, failed, cancelled...).
-                                   Report live copies are blanked within a minute anyway.
+                                   Sensitive rows (report copies, codes...) go within a minute.
 wizard_state           2 days      an unfinished dialog (conversations) and report drafts.
 rate_buckets           2 days      invite brute-force counters (keyed hashes, no ids).
 report_bodies          365 days    sealed reports and their sealed attachments. The server
@@ -46,7 +46,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from storage import actions, conversations, inbox, invites, outbox, ratelimits, settings
+from storage import actions, conversations, inbox, invites, linkcodes, outbox, ratelimits, settings
 from storage.db import Connection
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ BATCH = 1000  # rows per table per run for the bigger deletes: bounded time on t
 class Retention:
     """How long each kind of record is kept, in seconds. The single source of these numbers."""
 
-    inbox_keys: float = 30 * DAY  # Telegram re-delivers for 24 h at most; Signal may replay later
+    inbox_keys: float = 2 * DAY  # as long as a platform may deliver the same message again
     delivered_messages: float = 14 * DAY
     wizard_state: float = 2 * DAY
     rate_buckets: float = 2 * DAY
@@ -170,6 +170,7 @@ def enforce(conn: Connection, now: float, retention: Retention | None = None) ->
         "outbox": outbox.purge_done(conn, now - r.delivered_messages),
         "conversations": conversations.purge_stale(conn, now - r.wizard_state),
         "invites": invites.purge_dead(conn, now),
+        "link_codes": linkcodes.purge_dead(conn, now),
         "rate_buckets": ratelimits.purge(conn, now - r.rate_buckets),
         "audit": _purge_audit(conn, now - r.audit),
         "reports": _purge_reports(conn, now - r.report_bodies),

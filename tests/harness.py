@@ -11,13 +11,20 @@ from typing import Any
 from bot.app import default_registry, services_for
 from bot.capability import Registry
 from bot.config import Settings
+from bot.context import RequestResult, TransportRequest
 from bot.messages import Attachment, Incoming
 from bot.router import Router
 from bot.services import Services
+from bot.transports.base import Capabilities
 from storage import cases, members
 from storage.store import Store
 
 PASSPHRASE = "correct horse battery staple"
+CHANNELS = {
+    "console": Capabilities(end_to_end=True),
+    "telegram": Capabilities(edits=True, buttons=True, deletes_incoming=True),
+    "signal": Capabilities(end_to_end=True),
+}
 
 
 class Clock:
@@ -62,8 +69,12 @@ class ChatHarness:
         self.store = store
         self.clock = clock or Clock()
         self.services = services or services_for(store, Settings(data_dir=store.data_dir))
+        if not self.services.transports:
+            # Play every platform at once: what each can do decides where content may go.
+            self.services.transports.update(CHANNELS)
         self.registry = registry or default_registry()
         self.router = Router(self.services, self.registry, clock=self.clock)
+        self.requests: list[TransportRequest] = []  # what handlers asked transports to do
         self._keys = itertools.count(1)
         self.members: dict[str, int] = {}
 
@@ -130,20 +141,38 @@ class ChatHarness:
         message_ref: str | None = None,
         language_hint: str | None = None,
         key: str | None = None,
+        chat: str | None = None,
+        private: bool = True,
+        untrusted_identity: bool = False,
+        is_choice: bool = False,
     ) -> list[Sent]:
         """`who` types `text`; returns every outbox row the message caused (any chat)."""
         mark = self.last_id()
         msg = Incoming(
             transport=transport,
             sender=who,
-            chat=who,
+            chat=chat or who,
             key=key or f"k{next(self._keys)}",
             text=text,
             attachments=attachments,
             message_ref=message_ref,
             language_hint=language_hint,
+            private=private,
+            untrusted_identity=untrusted_identity,
+            is_choice=is_choice,
         )
-        self.run(self.router.process, msg)
+        outcome = self.run(self.router.process, msg)
+        self.requests += outcome.requests
+        return self.outbox(mark)
+
+    def answer(self, ok: bool, detail: str = "") -> list[Sent]:
+        """Play the transport: answer the oldest pending request, then handle what it released
+        (held messages after a /trust). Returns every outbox row this caused."""
+        mark = self.last_id()
+        request = self.requests.pop(0)
+        released = self.run(request.on_result, self.clock(), RequestResult(ok, detail))
+        for msg in released:
+            self.run(lambda conn, m=msg: self.router.process(conn, m, held=True))
         return self.outbox(mark)
 
     def say(self, who: str, text: str, **kw: Any) -> str:

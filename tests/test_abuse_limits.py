@@ -84,6 +84,8 @@ class Fetching(MemoryTransport):
 
 
 def test_attachments_over_size_or_count_are_never_fetched(chat: ChatHarness) -> None:
+    chat.case("nasrin", "Nasrin S.")
+    chat.member("rana", "family", family_of=("nasrin",))
     transport = Fetching()
     app = App(chat.store, Settings(data_dir=chat.store.data_dir), [transport])
     limit = app.services.max_attachment_bytes
@@ -92,8 +94,9 @@ def test_attachments_over_size_or_count_are_never_fetched(chat: ChatHarness) -> 
         Attachment("photo", "huge", "image/jpeg", size=limit + 1),
         *(Attachment("photo", f"small-{i}", "image/jpeg", size=1000) for i in range(2, 8)),
     )
-    msg = Incoming(transport="console", sender="rana", chat="rana", key="k1", attachments=atts)
-    fetched = asyncio.run(app._fetch_attachments(msg))
+    msg = Incoming(transport="console", sender="rana", chat="rana", key="k1", text="/report x",
+                   attachments=atts)  # fmt: skip
+    fetched = asyncio.run(app.intake._attachments(msg))
     refs = [ref for ref, _max in transport.fetched]
     assert "huge" not in refs
     assert len(refs) <= app.services.max_attachments
@@ -101,6 +104,40 @@ def test_attachments_over_size_or_count_are_never_fetched(chat: ChatHarness) -> 
     by_ref = {a.ref: a.data for a in fetched.attachments}
     assert by_ref["huge"] is None
     assert sum(d is not None for d in by_ref.values()) == len(refs)
+
+
+def attempt(app: App, who: str, text: str, n: int = 5, size: int = 10 * 1024 * 1024) -> Incoming:
+    atts = tuple(Attachment("photo", f"{who}-{i}", "image/jpeg", size=size) for i in range(n))
+    msg = Incoming(transport="console", sender=who, chat=who, key=f"{who}-{text}", text=text,
+                   attachments=atts)  # fmt: skip
+    return asyncio.run(app.intake._attachments(msg))
+
+
+def test_only_a_relative_reporting_gets_attachments_fetched(chat: ChatHarness) -> None:
+    chat.case("nasrin", "Nasrin S.")
+    chat.member("rana", "family", family_of=("nasrin",))
+    chat.member("sam", "activist")
+    chat.member("cora", "coordinator", coordinates=("nasrin",))
+    transport = Fetching()
+    app = App(chat.store, Settings(data_dir=chat.store.data_dir), [transport])
+    # A stranger's, a supporter's and a coordinator's 5 x 10 MB, and a relative's chat text:
+    for who, text in [("stranger", "hello"), ("sam", "/report x"), ("cora", "look"),
+                      ("rana", "just a photo")]:  # fmt: skip
+        got = attempt(app, who, text)
+        assert all(a.data is None and a.refused == "not now" for a in got.attachments)
+    assert transport.fetched == []  # 0 downloads: nothing read before the checks
+    got = attempt(app, "rana", "/report nasrin from the visit", n=1, size=1000)
+    assert [a.data is not None for a in got.attachments] == [True]
+
+
+def test_the_daily_attachment_quota_answers_clearly(chat: ChatHarness) -> None:
+    chat.case("nasrin", "Nasrin S.")
+    chat.member("rana", "family", family_of=("nasrin",))
+    transport = Fetching()
+    app = App(chat.store, Settings(data_dir=chat.store.data_dir), [transport])
+    app.intake.quota.limit = 250  # each fetched file here is 103 bytes
+    got = attempt(app, "rana", "/report nasrin one", n=3, size=100)
+    assert [a.refused for a in got.attachments] == [None, None, "quota"]
 
 
 def test_a_report_keeps_at_most_the_allowed_files_and_says_so(chat: ChatHarness) -> None:

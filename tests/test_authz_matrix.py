@@ -58,6 +58,8 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
     "timezone": ("/timezone Europe/Minsk", row(R, A, A, A, A, A, A)),
     "quiet": ("/quiet 22-7", row(R, A, A, A, A, A, A)),
     "mydata": ("/mydata", row(A, A, A, A, A, A, A)),
+    "link": ("/link", row(R, A, A, A, A, A, A)),
+    "unlink": ("/unlink signal", row(R, R, R, R, R, R, R)),
     "forgetme": ("/forgetme", row(R, A, A, A, A, A, A)),
     "cancel": ("/cancel", row(R, R, R, R, R, R, R)),
     # -- members ---------------------------------------------------------------------------
@@ -94,6 +96,9 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
     "promote": ("/promote {m_act} coordinator", row(U, U, U, U, U, U, A)),
     "revoke": ("/revoke {m_act}", row(U, U, U, U, U, U, A)),
     "audit": ("/audit", row(U, U, U, U, U, U, A)),
+    "captcha": ("/captcha signalcaptcha://x", row(U, U, U, U, U, U, A)),
+    # Only a coordinator of the member's cases (or an admin) may confirm them; none is pending.
+    "trust": ("/trust {m_act}", row(U, U, U, U, N, N, R)),
     "panic": ("/panic", row(U, U, U, U, U, U, A)),
 }
 
@@ -119,6 +124,7 @@ PROBES: dict[str, str] = {
     "unschedule": "/unschedule 987654",
     "broadcast": "/broadcast case:nosuchcase Come to the court.",
     "invite": "/invite family nosuchcase",
+    "trust": "/trust 987654",
 }
 
 FINDINGS: dict[tuple[str, str], str] = {}

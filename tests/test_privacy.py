@@ -44,7 +44,7 @@ def setup_relative(chat: ChatHarness) -> dict[str, Any]:
 
 def test_mydata_for_a_stranger_says_only_inbox_keys(chat: ChatHarness) -> None:
     reply = chat.say("stranger", "/mydata")
-    assert "not a member" in reply and "30 days" in reply
+    assert "not a member" in reply and "2 days" in reply
     assert chat.run(lambda c: c.execute("SELECT count(*) FROM members").fetchone()[0]) == 0
 
 

@@ -76,7 +76,7 @@ def _old_and_new(conn: Connection, now: float) -> None:
         aid = reports.add_attachment(conn, rid, "photo", "k", now - age)
         reports.set_attachment_sealed(conn, aid, b"sealed")
     for age, acked in ((R.urgent_alerts + DAY, True), (R.urgent_alerts + DAY, False), (DAY, True)):
-        alert = reports.create_alert(conn, case.id, None, mid, now - age)
+        alert = reports.create_alert(conn, case.id, None, now - age)
         if acked:
             reports.ack_alert(conn, alert, mid, now - age + 60)
     for age in (R.audit + DAY, DAY):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.router import CommandRateLimiter
-from handlers import reports as h
-from storage import crypto, outbox, reports
+from storage import crypto, outbox
 from storage.db import DB_FILE, scrubbed
 from storage.store import Store
 from tests import sqlcipher_pages as pages
@@ -72,7 +71,7 @@ def test_blanked_live_copies_are_in_no_page_and_no_frame(store: Store) -> None:
     for item in chat.run(outbox.claim, "console", 1000, now):
         chat.run(outbox.mark_sent, item.id, "ref", now)
     before = store.db.scrub_checkpoints
-    chat.run(h.minute_job, now)  # blanks the delivered copies: a scrub
+    chat.run(outbox.scrub_final)  # deletes the delivered copies: a scrub
     assert store.db.scrub_checkpoints == before + 1
     assert wal_size(store) == 0  # truncated right after the commit, the store still open
     assert pages.find(store.data_dir, key, SENTINEL) == []
@@ -80,7 +79,7 @@ def test_blanked_live_copies_are_in_no_page_and_no_frame(store: Store) -> None:
 
 def test_a_scrub_that_rolls_back_checkpoints_nothing_it_did_not_do(store: Store) -> None:
     def scrub_then_fail(conn: object) -> None:
-        reports.scrub_live_copies(conn)  # type: ignore[arg-type]
+        outbox.scrub_final(conn)  # type: ignore[arg-type]
         scrubbed(conn)  # type: ignore[arg-type]
         raise ValueError("the handler failed")
 

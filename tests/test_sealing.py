@@ -18,7 +18,6 @@ import pytest
 from bot import cli
 from bot.messages import Attachment
 from bot.router import CommandRateLimiter
-from handlers import reports as h
 from storage import crypto, keys, outbox, reports, sealkey
 from storage.store import Store, init_network, unlock
 from tests.harness import PASSPHRASE, ChatHarness
@@ -124,11 +123,11 @@ def test_report_words_are_only_sealed(store: Store, data_dir: Path) -> None:
     body = json.loads(crypto.open_sealed(pair.private, sealed, reports.report_info(rid, case_id)))
     assert SENTINEL in body["conditions"] and SENTINEL in body["text"]
 
-    # Delivered: within a minute the reports job blanks the live copies.
+    # Delivered: within a minute the outbox job deletes the live copies.
     now = chat.clock()
     for item in chat.run(outbox.claim, "console", 1000, now):
         chat.run(outbox.mark_sent, item.id, "ref", now)
-    chat.run(h.minute_job, now)
+    chat.run(outbox.scrub_final)
     assert scan_db(chat, SENTINEL) == []
     store.close()  # checkpoints the WAL into the file
     assert raw_hits(data_dir, SENTINEL) == []
@@ -137,7 +136,7 @@ def test_report_words_are_only_sealed(store: Store, data_dir: Path) -> None:
 def test_undelivered_live_copy_survives_until_delivery_then_goes(store: Store) -> None:
     chat = network(ChatHarness(store), crypto.sealing_keypair().public)
     chat.say("rana", f"/report {SENTINEL}")
-    chat.run(h.minute_job, chat.clock())  # not delivered yet: kept, so it can be delivered
+    chat.run(outbox.scrub_final)  # not delivered yet: kept, so it can be delivered
     assert [hit.table for hit in scan_db(chat, SENTINEL)] == ["outbox"]
     chat.run(lambda c: c.execute("UPDATE outbox SET state = 'failed', done_at = 1"))
     chat.run(outbox.purge_done, chat.clock())  # the retention purge alone also removes it

@@ -18,7 +18,8 @@ from typing import Any
 from bot.context import Context
 from bot.i18n import Translator
 from bot.messages import Attachment, Priority
-from handlers.reports.render import live_copy
+from bot.notify import private
+from handlers.reports.render import live_copy, report_notice
 from storage import cases, crypto, members, outbox, reports
 
 log = logging.getLogger(__name__)
@@ -175,11 +176,22 @@ def store_report(
 def _send_live_copy(
     ctx: Context, case: cases.Case, rid: int, body: dict[str, Any], n_files: int
 ) -> None:
+    """The coordinators' copy. Content that came over an end-to-end transport goes only over
+    one; a coordinator without it gets a content-free notice (bot/notify.py)."""
+    origin = ctx.incoming.transport
+    weak = not private(ctx.services.transports, origin)
+
     def render(_: Translator) -> str:
-        return live_copy(_, case, rid, body, n_files)
+        return live_copy(_, case, rid, body, n_files, weak_channel=weak)
+
+    def notice(_: Translator) -> str:
+        return report_notice(_, case, rid)
 
     for cid in cases.coordinators_of(ctx.conn, case.id):
-        ctx.notify(cid, render, priority=Priority.ALERT, idem_key=f"report:{rid}:to:{cid}")
+        ctx.notify(
+            cid, render, priority=Priority.ALERT, idem_key=f"report:{rid}:to:{cid}",
+            sensitivity=outbox.REPORT, origin=origin, notice=notice,
+        )  # fmt: skip
 
 
 def delete_carriers(ctx: Context, refs: list[list[str]]) -> None:
@@ -202,4 +214,5 @@ def delete_carriers(ctx: Context, refs: list[list[str]]) -> None:
             body={"kind": "delete", "ref": ref, "text": ""},
             priority=Priority.REPLY,
             now=ctx.now,
+            sensitivity=outbox.REPORT,  # its time and chat would name the reporter
         )

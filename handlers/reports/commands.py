@@ -14,11 +14,17 @@ from bot.context import COORDINATORS, FAMILY, Context, UserError, parse_id
 from bot.i18n import N_
 from handlers.common import clean_text, coordinated_case, fmt_datetime, sanitize_free_text
 from handlers.reports import archive
-from handlers.reports.family import require_cases, require_private, split_slug
-from handlers.reports.render import HEALTH_LABELS, KIND_LABELS, REPORT_NOT_FOUND, thanks
+from handlers.reports.family import require_cases, split_slug
+from handlers.reports.render import (
+    HEALTH_LABELS,
+    KIND_LABELS,
+    REPORT_NOT_FOUND,
+    quota_note,
+    thanks,
+)
 from handlers.reports.wizard import LINE, MAX_TEXT, remember_ref, start_wizard
 from handlers.subscriptions import on_case_update_published
-from storage import cases, reports
+from storage import cases, outbox, reports
 
 commands = Commands()
 
@@ -30,7 +36,6 @@ MAX_PUBLIC_TEXT = 3500  # as /update
     "report", roles=FAMILY, summary=N_("send news about your relative: /report [TEXT]"), order=20
 )
 def report(ctx: Context, args: str) -> None:
-    require_private(ctx)
     mine = require_cases(ctx)
     state, _pub, _kid = archive.sealing_state(ctx)
     if state != "ok":
@@ -59,7 +64,8 @@ def report(ctx: Context, args: str) -> None:
         return
     stored = archive.store_report(ctx, case, source="line", answers=answers, attachments=atts)
     if stored is not None:
-        ctx.reply(thanks(ctx, case, stored.report_id, stored.skipped))
+        lines = (thanks(ctx, case, stored.report_id, stored.skipped), quota_note(ctx, atts))
+        ctx.reply("\n".join(t for t in lines if t), sensitivity=outbox.REPORT)
 
 
 @commands.command(

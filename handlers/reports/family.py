@@ -11,11 +11,6 @@ def my_cases(ctx: Context) -> list[cases.Case]:
     return cases.member_cases(ctx.conn, member.id, "family")
 
 
-def require_private(ctx: Context) -> None:
-    if not ctx.incoming.private:
-        raise UserError(ctx._("Please send reports in a private chat with me, never in a group."))
-
-
 def require_cases(ctx: Context) -> list[cases.Case]:
     mine = my_cases(ctx)
     if not mine:

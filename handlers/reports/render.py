@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.context import Context
+from bot.guard import ATTACHMENT_QUOTA
 from bot.i18n import N_, Translator
+from bot.messages import Attachment
 from storage import cases
 
 REPORT_NOT_FOUND = N_("No report with that number was found, or it is not yours.")
@@ -29,8 +31,18 @@ NEED_LABELS = {
 }
 
 
-def live_copy(_: Translator, case: cases.Case, rid: int, body: dict[str, Any], n_files: int) -> str:
+def live_copy(
+    _: Translator,
+    case: cases.Case,
+    rid: int,
+    body: dict[str, Any],
+    n_files: int,
+    *,
+    weak_channel: bool = False,
+) -> str:
     lines = [_("Report #{id} about {name}", id=rid, name=case.name)]
+    if weak_channel:
+        lines.append(_("The relative sent this over a platform that can read it (not end-to-end)."))
     meta = []
     if body["kind"]:
         meta.append(_(KIND_LABELS[body["kind"]]))
@@ -63,6 +75,35 @@ def live_copy(_: Translator, case: cases.Case, rid: int, body: dict[str, Any], n
         ),
     ]
     return "\n".join(lines)
+
+
+def report_notice(_: Translator, case: cases.Case, rid: int) -> str:
+    """What a coordinator gets where a report's words may not go (it came over Signal)."""
+    return _(
+        "New report #{id} for {slug}. Read it on Signal (send /link to connect it) or in the "
+        "offline export.",
+        id=rid,
+        slug=case.slug,
+    )
+
+
+def urgent_notice(_: Translator, case: cases.Case, aid: int) -> str:
+    return _(
+        "URGENT — {name} (alert #{id}): a relative raised an emergency. Read it on Signal "
+        "(send /link to connect it) and act now. Send /ack {id} when you take it on.",
+        name=case.name,
+        id=aid,
+    )
+
+
+def quota_note(ctx: Context, attachments: tuple[Attachment, ...]) -> str | None:
+    if not any(a.refused == "quota" for a in attachments):
+        return None
+    return ctx._(
+        "You have reached today's limit for photos and documents ({mb} MB), so some were not "
+        "kept. The limit resets tomorrow; your words were not affected.",
+        mb=ATTACHMENT_QUOTA // (1024 * 1024),
+    )
 
 
 def thanks(ctx: Context, case: cases.Case, report_id: int, skipped: int) -> str:

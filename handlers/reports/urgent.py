@@ -17,8 +17,8 @@ from bot.messages import Attachment, Choice, Priority
 from bot.notify import notify_member
 from handlers.common import sanitize_free_text
 from handlers.reports import archive
-from handlers.reports.family import my_case, require_cases, require_private, split_slug
-from handlers.reports.render import ALERT_NOT_FOUND
+from handlers.reports.family import my_case, require_cases, split_slug
+from handlers.reports.render import ALERT_NOT_FOUND, urgent_notice
 from handlers.reports.wizard import (
     DRAFT_TTL,
     LOST,
@@ -28,7 +28,7 @@ from handlers.reports.wizard import (
     picked_case,
     remember_ref,
 )
-from storage import cases, members, reports
+from storage import audit, cases, crypto, members, outbox, reports
 from storage.db import Connection
 
 commands = Commands()
@@ -44,7 +44,6 @@ URGENT_MAX_AGE = 3 * DAY
     order=21,
 )
 def urgent(ctx: Context, args: str) -> None:
-    require_private(ctx)
     mine = require_cases(ctx)
     case, text = split_slug(mine, args)
     if case is None and len(mine) == 1:
@@ -109,6 +108,7 @@ URGENT = Flow(
         ),
     ),
     secret=True,
+    sensitivity=outbox.REPORT,
     on_message=remember_ref,
     lost=LOST,
     ttl=DRAFT_TTL,
@@ -131,9 +131,8 @@ def _urgent(
     if stored is None:  # no sealing key: deliver, do not archive
         cases.report_arrived(ctx.conn, case.id, ctx.now)
         archive.delete_carriers(ctx, refs)
-    aid = reports.create_alert(
-        ctx.conn, case.id, stored.report_id if stored else None, member.id, ctx.now
-    )
+    aid = reports.create_alert(ctx.conn, case.id, stored.report_id if stored else None, ctx.now)
+    reports.set_reporter_sealed(ctx.conn, aid, seal_reporter(ctx, aid, member.id))
     n_files = stored.attachments if stored else 0
 
     def render(_: Translator) -> str:
@@ -150,22 +149,26 @@ def _urgent(
         ]
         return "\n".join(lines)
 
+    def notice(_: Translator) -> str:
+        return urgent_notice(_, case, aid)
+
     targets = cases.coordinators_of(ctx.conn, case.id)
     for cid in targets:
+        # The notice is as urgent as the content: only the words wait for Signal.
         ctx.notify(
-            cid,
-            render,
-            priority=Priority.EMERGENCY,
-            idem_key=f"urgent:{aid}:0:to:{cid}",
-            choices=_ack_choice(aid),
-        )
-    ctx.audit("urgent.raised", f"alert:{aid}")
+            cid, render, priority=Priority.EMERGENCY, idem_key=f"urgent:{aid}:0:to:{cid}",
+            choices=_ack_choice(aid), sensitivity=outbox.URGENT, origin=ctx.incoming.transport,
+            notice=notice,
+        )  # fmt: skip
+    # No actor: an audit row naming the relative would say who raised which alert.
+    audit.record(ctx.conn, None, "urgent.raised", f"alert:{aid}", ctx.now)
     if not targets:
         ctx.reply(
             ctx._(
                 "Your message was stored, but no coordinator is registered to receive it yet. "
                 "Please contact the people you know directly."
-            )
+            ),
+            sensitivity=outbox.REPORT,
         )
         return
     lines = [
@@ -179,7 +182,24 @@ def _urgent(
         lines.append(
             ctx._("It could not be archived (the network has no sealing key), but it was sent.")
         )
-    ctx.reply("\n".join(lines))
+    ctx.reply("\n".join(lines), sensitivity=outbox.REPORT)
+
+
+def seal_reporter(ctx: Context, alert_id: int, member_id: int) -> bytes:
+    """The sender of an emergency, readable only by this running process: a copy of the
+    database and its key does not say who raised which alert (a restart forgets it too)."""
+    aad = crypto.aad("urgent-reporter", alert=alert_id)
+    return crypto.aead_seal(ctx.services.draft_key, str(member_id).encode(), aad)
+
+
+def open_reporter(ctx: Context, alert: reports.Alert) -> int | None:
+    if alert.reporter_sealed is None:
+        return None
+    aad = crypto.aad("urgent-reporter", alert=alert.id)
+    try:
+        return int(crypto.aead_open(ctx.services.draft_key, alert.reporter_sealed, aad))
+    except crypto.CryptoError:
+        return None  # sealed by an earlier run of the bot: the relative cannot be told
 
 
 def _ack_choice(aid: int) -> Callable[[Translator], tuple[Choice, ...]]:
@@ -217,17 +237,19 @@ def ack(ctx: Context, args: str) -> None:
             priority=Priority.ALERT,
             idem_key=f"urgent:{alert.id}:acked:to:{cid}",
         )
-    if alert.reporter_id is not None:
+    reporter = open_reporter(ctx, alert)
+    if reporter is not None:
         ctx.notify(
-            alert.reporter_id,
+            reporter,
             lambda _: _(
                 "A coordinator has seen your emergency message about {name} and is on it.",
                 name=case.name,
             ),
             priority=Priority.EMERGENCY,
             idem_key=f"urgent:{alert.id}:seen",
+            sensitivity=outbox.REPORT,  # its time would tie the relative to the alert
         )
-        reports.forget_reporter(ctx.conn, alert.id)
+    reports.forget_reporter(ctx.conn, alert.id)
     ctx.audit("urgent.acked", f"alert:{alert.id}")
     ctx.reply(
         ctx._(

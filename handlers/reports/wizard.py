@@ -20,8 +20,8 @@ from bot.messages import Attachment, Choice, Priority
 from handlers.common import member_timezone, sanitize_free_text
 from handlers.reports import archive
 from handlers.reports.family import my_case, my_cases
-from handlers.reports.render import HEALTH_LABELS, KIND_LABELS, NEED_LABELS, thanks
-from storage import cases, reports
+from handlers.reports.render import HEALTH_LABELS, KIND_LABELS, NEED_LABELS, quota_note, thanks
+from storage import cases, outbox, reports
 
 DAY = 86400.0
 DRAFT_TTL = 2 * DAY
@@ -241,6 +241,10 @@ def _answer_files(fc: FlowContext, value: str) -> None:
         fc.again(ctx._("Please send a photo or a document, or send without."))
         return
     if all(a.data is None for a in atts):
+        over = quota_note(ctx, atts)
+        if over is not None:
+            fc.again(over)
+            return
         fc.again(
             ctx._(
                 "I could not receive that file: it may be too large (the limit is {mb} MB). "
@@ -269,10 +273,13 @@ def finish_wizard(fc: FlowContext, atts: tuple[Attachment, ...]) -> None:
     )
     if stored is None:
         return
+    note = "\n".join(
+        t for t in (thanks(ctx, case, stored.report_id, stored.skipped), quota_note(ctx, atts)) if t
+    )
     ctx.start_flow(
         MORE,
         {"report_id": stored.report_id, "case_id": case.id, "until": ctx.now + MORE_WINDOW},
-        note=thanks(ctx, case, stored.report_id, stored.skipped),
+        note=note,
     )
 
 
@@ -364,6 +371,7 @@ WIZARD = Flow(
         ),
     ),
     secret=True,
+    sensitivity=outbox.REPORT,
     on_message=remember_ref,
     lost=LOST,
     ttl=DRAFT_TTL,
@@ -400,6 +408,7 @@ LINE = Flow(
         ),
     ),
     secret=True,
+    sensitivity=outbox.REPORT,
     on_message=remember_ref,
     lost=LOST,
     ttl=DRAFT_TTL,
@@ -470,6 +479,7 @@ MORE = Flow(
         ),
     ),
     secret=True,  # it ties this member to a report number: never readable after a seizure
+    sensitivity=outbox.REPORT,
     lost=N_("Thank you."),
     ttl=DRAFT_TTL,
     back=False,
