@@ -127,17 +127,20 @@ def _redeem(ctx: Context, code: str) -> None:
     )  # fmt: skip
     ctx.member = members.get(ctx.conn, member_id)
     waiting = outbox.deliver_waiting(ctx.conn, member_id, here, ctx.incoming.chat, ctx.now)
-    ctx.notify(
-        member_id,
-        lambda _: _(
+    # Told on the app that asked for the code, whichever the member uses: if someone else
+    # read the code (Telegram can read bot chats) and used it first, this is how they learn.
+    asker = next(i for i in members.identities(ctx.conn, member_id) if i.transport == asked_on)
+    member = ctx.member
+    assert member is not None
+    tr = Translator(member.language)
+    outbox.enqueue(
+        ctx.conn, transport=asker.transport, chat=asker.chat, member_id=member_id,
+        body=outbox_body(tr(
             "A {platform} account was just linked to you. If this was not you, send /unlink "
-            "{name} now.",
-            platform=platform(here),
-            name=here,
-        ),
-        priority=Priority.EMERGENCY,
-        idem_key=f"linked:{member_id}:{here}:{int(ctx.now)}",
-    )
+            "{name} now.", platform=platform(here), name=here,
+        )),
+        priority=Priority.EMERGENCY, now=ctx.now,
+    )  # fmt: skip
     lines = [
         ctx._(
             "Linked. This {platform} account and your {other} account are now one member: your "

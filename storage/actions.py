@@ -473,12 +473,14 @@ def member_rows(
     conn: Connection, ids: list[int]
 ) -> list[tuple[int, str, str | None, str | None, str | None, str | None, str | None]]:
     """(id, role, language, timezone, quiet hours, transport, chat) per member, on the one
-    identity a message goes to (transport and chat None for a member who has none)."""
+    identity a message goes to (chat None for a member who has none, or whose only one is
+    quarantined: reminders are not worth holding)."""
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
     return conn.execute(
-        "SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, i.transport, i.chat "
+        "SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, i.transport, "
+        "CASE WHEN i.quarantined THEN NULL ELSE i.chat END "
         f"FROM members m {members.ROUTE_JOIN}"
         f"WHERE m.id IN ({marks}) ORDER BY m.id",
         ids,

@@ -60,6 +60,7 @@ class Recipient:
     optouts: frozenset[str]
     transport: str | None
     chat: str | None
+    held: bool = False  # the identity is quarantined: write the message, held until /trust
 
 
 def split_optouts(optouts: str | None) -> frozenset[str]:
@@ -171,7 +172,7 @@ def chunk(
     mode = _MODE if seg.case_id is not None else "NULL"
     rows = conn.execute(
         f"SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, {mode}, "
-        "coalesce(p.optouts, ''), i.transport, i.chat FROM members m "
+        "coalesce(p.optouts, ''), i.transport, i.chat, coalesce(i.quarantined, 0) FROM members m "
         f"{joins}"
         "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
         f"{members.ROUTE_JOIN}"
@@ -179,8 +180,10 @@ def chunk(
         params,
     ).fetchall()
     out = [
-        Recipient(mid, role, lang, tz, quiet, mode_ or "instant", split_optouts(opt), tr, chat)
-        for mid, role, lang, tz, quiet, mode_, opt, tr, chat in rows
+        Recipient(
+            mid, role, lang, tz, quiet, mode_ or "instant", split_optouts(opt), tr, chat, bool(q)
+        )
+        for mid, role, lang, tz, quiet, mode_, opt, tr, chat, q in rows
     ]
     return out, new_cursor, len(ids) < limit
 
@@ -200,9 +203,9 @@ def count(conn: Connection, segment: str, default_language: str = "en") -> tuple
         )
     row = conn.execute(
         "SELECT count(DISTINCT m.id), count(*) FROM members m "
-        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 AND i.quarantined = 0 "
+        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
         "AND i.rowid = (SELECT r.rowid FROM identities r WHERE r.member_id = m.id "
-        "AND r.reachable = 1 AND r.quarantined = 0 ORDER BY r.preferred DESC, r.created_at "
+        "AND r.reachable = 1 ORDER BY r.quarantined, r.preferred DESC, r.created_at "
         f"LIMIT 1) {joins}WHERE {condition} {scope}",
         params,
     ).fetchone()

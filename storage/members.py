@@ -89,12 +89,13 @@ def set_quiet_hours(conn: Connection, member_id: int, quiet: str | None) -> None
     conn.execute("UPDATE members SET quiet_hours = ? WHERE id = ?", (quiet, member_id))
 
 
-# The one identity a fan-out message goes to: reachable, not quarantined, the one the member
-# wrote from last (bot/notify.py decides the same for single messages).
+# The one identity a fan-out message goes to: reachable, trusted before quarantined (a
+# quarantined one gets the message held, `i.quarantined`), the one the member wrote from last
+# (bot/notify.py decides the same for single messages).
 ROUTE_JOIN = (
     "LEFT JOIN identities i ON i.rowid = (SELECT r.rowid FROM identities r "
-    "WHERE r.member_id = m.id AND r.reachable = 1 AND r.quarantined = 0 "
-    "ORDER BY r.preferred DESC, r.created_at LIMIT 1) "
+    "WHERE r.member_id = m.id AND r.reachable = 1 "
+    "ORDER BY r.quarantined, r.preferred DESC, r.created_at LIMIT 1) "
 )
 
 _ID_COLS = "transport, address, chat, member_id, reachable, preferred, quarantined"
@@ -140,10 +141,12 @@ def update_chat(conn: Connection, transport: str, address: str, chat: str) -> No
 def add_identity(
     conn: Connection, member_id: int, *, transport: str, address: str, chat: str, now: float
 ) -> None:
-    """Join another platform's identity to an existing member (/link)."""
+    """Join another platform's identity to an existing member (/link): the one they write
+    from now, so it is the one ordinary messages go to."""
+    conn.execute("UPDATE identities SET preferred = 0 WHERE member_id = ?", (member_id,))
     conn.execute(
-        "INSERT INTO identities (transport, address, member_id, chat, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO identities (transport, address, member_id, chat, created_at, preferred) "
+        "VALUES (?, ?, ?, ?, ?, 1)",
         (transport, address, member_id, chat, now),
     )
 

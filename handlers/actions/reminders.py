@@ -145,7 +145,13 @@ def _stream(run: _Run, action: Action, occ: Occurrence, rem: actions.Reminder) -
             )
             targets = [
                 _Target(
-                    r.member_id, r.role, r.language, r.timezone, r.quiet_hours, r.transport, r.chat
+                    r.member_id,
+                    r.role,
+                    r.language,
+                    r.timezone,
+                    r.quiet_hours,
+                    r.transport,
+                    None if r.held else r.chat,  # a quarantined identity: not worth holding
                 )
                 for r in rows
             ]

@@ -60,7 +60,9 @@ def materialise(conn: Connection, b: Broadcast, now: float, limit: int = CHUNK) 
         if body_json is None:
             continue
         not_before = 0.0
-        if b.priority != Priority.EMERGENCY and r.quiet_hours:
+        if r.held:
+            not_before = outbox.HELD  # quarantined: released by /trust
+        elif b.priority != Priority.EMERGENCY and r.quiet_hours:
             not_before = quiet_until(r.quiet_hours, r.timezone or default_tz, now)
         out.append(
             (
