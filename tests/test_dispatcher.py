@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from bot.app import default_producers
-from bot.dispatcher import GLOBAL_CATCH_UP, MAX_ATTEMPTS, OUTAGE_MAX, Dispatcher, Pacer
+from bot.dispatcher import MAX_ATTEMPTS, OUTAGE_MAX, Dispatcher
 from bot.messages import Priority
+from bot.pacing import GLOBAL_CATCH_UP, PAUSED_REPLY_INTERVAL, Pacer
 from bot.transports.base import Limits, MaybeSent
 from storage import members, outbox
 from storage.outbox import TERMINAL
@@ -89,10 +90,12 @@ def test_pacer_never_exceeds_global_or_chat_rate() -> None:
     now, times = 0.0, []
     for i in range(300):
         chat = "same" if i % 10 == 0 else f"c{i}"
-        while True:
-            wait, ok = pacer.reserve(chat, now)
-            if ok:
-                times.append((now + wait, chat))
+        while True:  # what a send does: its chat's gate, then its turn for a global slot
+            wait = pacer.gate(chat, now) or pacer.global_wait(now)
+            if wait == 0:
+                pacer.take_global(now)
+                pacer.take_chat(chat, now)
+                times.append((now, chat))
                 break
             now += wait
     # Overall: a token bucket of 30/s whose burst is the catch-up tolerance never runs dry.
@@ -116,12 +119,13 @@ def test_pacer_never_exceeds_global_or_chat_rate() -> None:
 def test_pause_holds_bulk_but_replies_keep_a_budget() -> None:
     pacer = Pacer(per_second=30, per_chat_per_second=1, chat_burst=3)
     pacer.pause(60, now=0.0)
-    wait, ok = pacer.reserve("a", 1.0, priority=Priority.BULK)
-    assert not ok and wait == pytest.approx(59.0)
-    wait, ok = pacer.reserve("b", 1.0, priority=Priority.REPLY)
-    assert ok and wait == 0
-    wait, ok = pacer.reserve("c", 1.0, priority=Priority.REPLY)
-    assert not ok and 0 < wait <= 2.0  # the budget: one reply per PAUSED_REPLY_INTERVAL
+    assert pacer.gate("a", 1.0, priority=Priority.BULK) == pytest.approx(59.0)
+    assert pacer.blocked(Priority.BULK, 1.0) and not pacer.blocked(Priority.REPLY, 1.0)
+    assert pacer.gate("b", 1.0, priority=Priority.REPLY) == 0
+    assert pacer.global_wait(1.0, Priority.REPLY) == 0
+    pacer.take_global(1.0)
+    # The budget: one reply per PAUSED_REPLY_INTERVAL while bulk is paused.
+    assert pacer.global_wait(1.0, Priority.REPLY) == pytest.approx(PAUSED_REPLY_INTERVAL)
 
 
 async def test_emergency_and_replies_overtake_bulk(store: Store) -> None:
