@@ -198,6 +198,7 @@ class App:
                     raise
                 failures += 1
                 self.supervisor.fault("intake", exc)
+                log.debug("intake waits for the store (attempt %d)", failures)
                 await asyncio.sleep(store_backoff(failures))
                 continue
             if failures:

@@ -291,7 +291,7 @@ async def test_a_reply_written_during_a_broadcast_takes_the_next_slot(store: Sto
     may leave. Booking slots ahead let ~16 go first (issue 15)."""
     for i in range(300):
         put(store, f"c{i}", f"bulk {i}")
-    dispatcher, transport, clock = make(
+    dispatcher, transport, _ = make(
         store, scale=5, limits=Limits(per_second=30, in_flight=16), flood=Flood()
     )
     task = asyncio.create_task(dispatcher.run())
