@@ -95,15 +95,14 @@ def naive_aps_jobs(n: int) -> float:
 
 
 async def measure(store, first_due: float, n: int, timeout: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    from bot import alarms
     from bot.scheduler import Scheduler
+    from handlers import actions
 
     commits: dict[float, float] = {}
-    sched = Scheduler(store.db, lambda: None, clock=time.time)
+    sched = Scheduler(store.db, lambda: None, clock=time.time, alarms=[actions.capability().alarm])
     t0 = time.perf_counter()
     sched.start()
-    alarm = alarms._active
-    assert alarm is not None
+    (alarm,) = sched.alarm_clocks
     alarm.after_fire = lambda now, _written: commits.__setitem__(now, time.time())
     while alarm.armed_at is None or abs(alarm.armed_at - first_due) > 1e-3:
         await asyncio.sleep(0.0005)

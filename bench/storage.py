@@ -6,6 +6,9 @@ router and the one-writer-thread Database with group commit. The same code runs 
 connection (raw key, synchronous=FULL, secure_delete) and on a stdlib
 sqlite3 connection with the same pragmas. Prints messages/s for both and the ratio.
 
+Then what "blanked means gone" costs: a scrub transaction alone, and followed by the WAL
+checkpoint + truncation the writer runs after every scrub, side by side.
+
     .venv/bin/python bench/storage.py [--messages 4000] [--rounds 3] [--concurrency 64]
 """
 
@@ -83,11 +86,43 @@ def run_once(kind: str, messages: int, concurrency: int) -> float:
             db.close()
 
 
+def scrub_cost(scrubs: int, backlog: int, checkpoint: bool) -> float:
+    """ms per scrub transaction (blank one outbox body among `backlog` rows), with or without
+    the WAL checkpoint + truncation that storage/db.py runs after a scrub commits."""
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
+        db, _ = encrypted_database(Path(tmp))
+        try:
+            body = '{"text":"' + "x" * 300 + '"}'
+            db.run_sync(
+                lambda c: c.executemany(
+                    "INSERT INTO outbox (transport, chat, priority, state, body, idem_key, "
+                    "attempts, created_at) VALUES ('t', ?, 1, 'sent', ?, ?, 1, 0)",
+                    ((str(i), body, f"report:{i}") for i in range(backlog)),
+                )
+            )
+
+            def blank(conn: object, i: int) -> None:
+                conn.execute(  # type: ignore[attr-defined]
+                    'UPDATE outbox SET body = \'{"text":""}\' WHERE idem_key = ?',
+                    (f"report:{i}",),
+                )
+                if checkpoint:
+                    dbmod.scrubbed(conn)  # type: ignore[arg-type]
+
+            started = time.perf_counter()
+            for i in range(scrubs):
+                db.run_sync(blank, i)
+            return (time.perf_counter() - started) / scrubs * 1000
+        finally:
+            db.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--scrubs", type=int, default=200, help="scrub transactions to time")
     args = ap.parse_args()
     rates: dict[str, list[float]] = {"plain": [], "encrypted": []}
     for _ in range(args.rounds):  # interleaved, so drift in the machine hits both alike
@@ -106,6 +141,14 @@ def main() -> None:
         f"{'SQLCipher':>16}: {enc:8.0f} messages/s   runs {[round(r) for r in rates['encrypted']]}"
     )
     print(f"{'slowdown':>16}: {plain / enc:8.2f}x  (encrypted time / plain time; target <= 1.2)")
+    costs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.rounds):
+        for checkpoint in (False, True):
+            costs[checkpoint].append(scrub_cost(args.scrubs, 20_000, checkpoint))
+    bare, folded = statistics.median(costs[False]), statistics.median(costs[True])
+    print(f"scrub: one blanking transaction among 20000 outbox rows, median of {args.rounds}")
+    print(f"{'commit only':>16}: {bare:8.2f} ms")
+    print(f"{'+ checkpoint':>16}: {folded:8.2f} ms   (WAL folded and truncated: blanked is gone)")
 
 
 if __name__ == "__main__":

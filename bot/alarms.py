@@ -1,6 +1,6 @@
 """The alarm clock for scheduled actions: one APScheduler job at the next due instant.
 
-The tables are the truth (handlers/actions.py). APScheduler (3.11, the `AsyncIOScheduler` of
+The tables are the truth (handlers/actions/). APScheduler (3.11, the `AsyncIOScheduler` of
 bot/scheduler.py, misfire_grace_time=None) holds exactly one date job, `actions-alarm`, set to
 `next_due(conn)`: the earliest pending reminder, place reveal or materialisation. When it
 rings, `fire(conn, now)` runs on the database writer thread (idempotent: outbox rows carry
@@ -22,13 +22,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.triggers.date import DateTrigger
 
-from bot import scheduler as sched
+from bot.jobs import Alarm
 from storage.db import Connection
+
+if TYPE_CHECKING:
+    from bot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +40,13 @@ SAFETY_TICK = 30.0
 MAX_ROUNDS = 50  # fire calls in a row before handing the loop back to other work
 
 Fire = Callable[[Connection, float], int]
-NextDue = Callable[[Connection], float | None]
 
 
 class AlarmClock:
     def __init__(
         self,
-        scheduler: sched.Scheduler,
-        fire: Fire,
-        next_due: NextDue,
+        scheduler: Scheduler,
+        alarm: Alarm,
         *,
         safety_tick: float = SAFETY_TICK,
         after_fire: Callable[[float, int], None] | None = None,
@@ -53,8 +54,9 @@ class AlarmClock:
         self.scheduler = scheduler
         self.db = scheduler.db
         self.clock = scheduler.clock
-        self.fire = fire
-        self.next_due = next_due
+        # (conn, now) -> rows written; replaceable by tests and benches
+        self.fire: Fire = lambda conn, now: alarm.fire(scheduler.job_context(conn, now))
+        self.next_due = alarm.next_due
         self.safety_tick = safety_tick
         self.after_fire = after_fire  # (the `now` a fire ran with, rows written); for benches
         self.armed_at: float | None = None
@@ -63,7 +65,7 @@ class AlarmClock:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def install(self) -> None:
-        """Called from Scheduler.start() (a registrar): the safety tick, and a first ring now,
+        """Called from Scheduler.start(): the safety tick, and a first ring now,
         which both catches up on what fell due while down and sets the alarm."""
         try:
             self._loop = asyncio.get_running_loop()
@@ -135,25 +137,3 @@ class AlarmClock:
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("alarm task failed: %s", type(task.exception()).__name__)
-
-
-# The clock of the running scheduler (the last one started in this process), for poke().
-_active: AlarmClock | None = None
-
-
-def poke() -> None:
-    if _active is not None:
-        _active.poke()
-
-
-def register(fire: Fire, next_due: NextDue) -> None:
-    """Called once by the capability at import: install an alarm clock at scheduler start."""
-
-    def registrar(scheduler: sched.Scheduler) -> None:
-        global _active
-        _active = AlarmClock(scheduler, fire, next_due)
-        _active.install()
-
-    registrar.__qualname__ = f"alarms.register({getattr(fire, '__module__', '?')})"
-    if not any(getattr(r, "__qualname__", "") == registrar.__qualname__ for r in sched.REGISTRARS):
-        sched.REGISTRARS.append(registrar)

@@ -8,23 +8,24 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-import handlers  # noqa: F401  (registers every command)
+import handlers
+from bot.capability import Capability, Registry, may_use
 from bot.config import Settings
 from bot.dispatcher import HEARTBEAT_PERIOD, Dispatcher
 from bot.health import HealthBook, is_store_fault
 from bot.jobs import Producer
 from bot.messages import Incoming, Priority
+from bot.notify import notify_member
 from bot.outbox_writer import store_backoff
 from bot.panic import PanicSwitch, panic_wipe
-from bot.router import Router, notify_member
+from bot.router import Router
 from bot.scheduler import Scheduler
 from bot.services import Services
 from bot.supervisor import LoopHealth, Supervisor
 from bot.transports.base import Transport
 from bot.watchdog import Watchdog
-from handlers import broadcasts, subscriptions
 from storage import members, outbox
 from storage.db import Connection
 from storage.store import Store
@@ -55,21 +56,34 @@ class App:
         transports: list[Transport],
         *,
         clock: Callable[[], float] = time.time,
+        capabilities: Sequence[Capability] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.transports = transports
         self.clock = clock
+        self.registry = Registry.of(
+            handlers.capabilities() if capabilities is None else capabilities
+        )
         self.services = services_for(store, settings)
-        self.router = Router(self.services, clock=clock)
         for t in transports:
             self.services.transports[t.name] = t.capabilities
-        producers = default_producers()
+        self.router = Router(self.services, self.registry, clock=clock)
         self.dispatchers = {
-            t.name: Dispatcher(store.db, t, clock, producers=producers, services=self.services)
+            t.name: Dispatcher(
+                store.db, t, clock, producers=self.registry.producers, services=self.services
+            )
             for t in transports
         }
-        self.scheduler = Scheduler(store.db, self.wake_all, clock)
+        self.scheduler = Scheduler(
+            store.db,
+            self.wake_all,
+            clock,
+            services=self.services,
+            jobs=self.registry.jobs,
+            alarms=self.registry.alarms,
+        )
+        self.services.poke_alarm = self._poke_alarms
         self._tasks: list[asyncio.Task[None]] = []
         # `vigil wipe` from a shell, or /panic in chat, stops a running bot and erases it.
         self.panic = PanicSwitch(store.data_dir)
@@ -82,6 +96,10 @@ class App:
         key = f"admin-alert:{digest}:{int(self.clock() // 3600)}"
         await self.store.db.run(_alert_admins, text, key, self.clock())
         self.wake_all()
+
+    def _poke_alarms(self) -> None:
+        for alarm in self.scheduler.alarm_clocks:
+            alarm.poke()
 
     def wake_all(self) -> None:
         for d in self.dispatchers.values():
@@ -143,7 +161,7 @@ class App:
                 link = t.invite_link_prefix()
                 if link:
                     self.services.bot_links[t.name] = link
-            menus = command_menus()
+            menus = command_menus(self.registry)
             for t in started:
                 try:
                     await t.announce_commands(menus)
@@ -262,14 +280,17 @@ def _alert_loop(conn: Connection, args: tuple[str, int, str], key: str, now: flo
     return sent
 
 
+def default_registry() -> Registry:
+    return Registry.of(handlers.capabilities())
+
+
 def default_producers() -> list[Producer]:
-    return [*broadcasts.PRODUCERS, *subscriptions.PRODUCERS]
+    return default_registry().producers
 
 
-def command_menus() -> dict[str, list[tuple[str, str]]]:
+def command_menus(registry: Registry) -> dict[str, list[tuple[str, str]]]:
     """What a supporter may do, per language: the platform's command menu."""
     from bot.i18n import Translator, available_languages
-    from bot.router import may_use, registry
     from storage.members import Member
 
     activist = Member(0, "activist", None, None, None)
@@ -296,10 +317,9 @@ def build_transports(settings: Settings) -> list[Transport]:
     return out
 
 
-def upcoming_jobs(conn: object) -> list[tuple[str, str]]:
-    from bot.scheduler import UPCOMING
-
+def upcoming_jobs(conn: Connection, registry: Registry | None = None) -> list[tuple[str, str]]:
+    """The next scheduled work of every capability, for `vigil status` (no content)."""
     found: list[tuple[str, str]] = []
-    for source in UPCOMING:
-        found += source(conn)  # type: ignore[arg-type]
+    for source in (registry or default_registry()).upcoming:
+        found += source(conn)
     return sorted(found)[:5]

@@ -62,6 +62,13 @@ class Settings:
     log_level: str = "INFO"
     invite_only: bool = False
 
+    def take_passphrase(self) -> str | None:
+        """The network passphrase, once: it leaves these settings and the environment as it
+        is handed over, so nothing reachable keeps it after the unlock that needed it."""
+        secret, self.passphrase = self.passphrase, None
+        os.environ.pop("VIGIL_PASSPHRASE", None)
+        return secret
+
     @property
     def telegram_enabled(self) -> bool:
         return bool(self.telegram_token)

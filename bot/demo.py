@@ -43,10 +43,10 @@ Menus are numbered: answer with the number. Every command is in /help.
 
 def seal_to_throwaway_key(store: Store) -> None:
     """Reports in the demo are sealed to a key pair whose private half is simply forgotten,
-    the way a real network's lives off the server (`vigil keys sealing-new`)."""
+    the way a real network's lives off the server (`vigil keys sealing-new` offline)."""
     pair = crypto.sealing_keypair()
     store.slots.sealing_public = pair.public
-    store.slots.save()
+    store.slots.save(store.master)
     store.db.run_sync(reports.pin_key, crypto.key_fingerprint(pair.public))
 
 

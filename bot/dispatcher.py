@@ -144,8 +144,7 @@ class Dispatcher:
         self.bulk_cap = max(1, self.in_flight - max(1, self.in_flight // 4))
         self._refill = max(1, min(self.batch, self.bulk_cap // 2))
         self._turns = SlotQueue(self.pacer, clock, time_scale)
-        # Until every transport declares `capabilities`, the older flag decides.
-        self.editable = bool(getattr(transport, "can_edit", transport.capabilities.edits))
+        self.editable = transport.capabilities.edits
         self._wake = asyncio.Event()
         self._stopping = False
         self._chat_tail: dict[str, asyncio.Task[None]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import (
@@ -21,10 +21,13 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.alarms import AlarmClock
+from bot.jobs import Alarm, JobContext, PeriodicJob
+from bot.services import Services
 from storage.db import Connection, Database
 from storage.retention import Retention, housekeeping
 
-__all__ = ["REGISTRARS", "UPCOMING", "Retention", "Scheduler", "housekeeping"]
+__all__ = ["Retention", "Scheduler", "housekeeping"]
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,18 @@ class Scheduler:
         wake: Callable[[], None],
         clock: Callable[[], float] = time.time,
         retention: Retention | None = None,
+        *,
+        services: Services | None = None,
+        jobs: Sequence[PeriodicJob] = (),
+        alarms: Sequence[Alarm] = (),
     ) -> None:
         self.db = db
         self.wake = wake
         self.clock = clock
+        self.services = services or Services(index_key=b"")
+        self.jobs = tuple(jobs)
+        self.alarms = tuple(alarms)
+        self.alarm_clocks: list[AlarmClock] = []
         self.retention = retention  # None: the periods in the database (defaults + overrides)
         # misfire_grace_time=None: a job missed while the loop was busy runs late, never dropped.
         self.aps = AsyncIOScheduler(
@@ -75,6 +86,15 @@ class Scheduler:
 
         self.every(name, job, seconds)
 
+    def job_context(self, conn: Connection, now: float) -> JobContext:
+        return JobContext(conn, now, self.services)
+
+    def _add_job(self, job: PeriodicJob) -> None:
+        def run(conn: Connection, now: float) -> int:
+            return job.fn(self.job_context(conn, now))
+
+        self.every_db(job.name, run, job.every)
+
     async def _housekeeping(self) -> None:
         counts = await self.db.run(housekeeping, self.clock(), self.retention)
         log.info("housekeeping removed %s", counts)
@@ -83,8 +103,12 @@ class Scheduler:
         self.wake()
 
     def start(self) -> None:
-        for registrar in REGISTRARS:
-            registrar(self)
+        for job in self.jobs:
+            self._add_job(job)
+        for alarm in self.alarms:
+            clock = AlarmClock(self, alarm)
+            self.alarm_clocks.append(clock)
+            clock.install()
         self.aps.add_job(
             self._housekeeping,
             IntervalTrigger(seconds=HOUSEKEEPING_EVERY),
@@ -125,13 +149,3 @@ class Scheduler:
     def stop(self) -> None:
         if self.aps.running:
             self.aps.shutdown(wait=False)
-
-
-# Capabilities that schedule work (actions, reminders, check-ins) register a function here
-# that lists their next jobs as (UTC time, description without content) for `vigil status`.
-UpcomingSource = Callable[[Connection], list[tuple[str, str]]]
-UPCOMING: list[UpcomingSource] = []
-
-# Capabilities register their periodic jobs at import time: `REGISTRARS.append(fn)` where
-# fn(scheduler) calls scheduler.every_db(...) or scheduler.every(...). Called at start.
-REGISTRARS: list[Callable[[Scheduler], None]] = []

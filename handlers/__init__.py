@@ -1,15 +1,36 @@
-"""Use cases, one module per capability. Importing this package registers every command."""
+"""Use cases, one package or module per capability; `capabilities()` is the app's default list."""
 
-from handlers import (  # noqa: F401
-    actions,
-    admin,
-    broadcasts,
-    cases,
-    invites,
-    letters,
-    onboarding,
-    preferences,
-    privacy,
-    reports,
-    subscriptions,
-)
+from __future__ import annotations
+
+from bot.capability import Capability
+
+
+def capabilities() -> list[Capability]:
+    """Every capability, in the order /help lists them when their commands share an order."""
+    from handlers import (
+        actions,
+        admin,
+        broadcasts,
+        cases,
+        invites,
+        letters,
+        onboarding,
+        preferences,
+        privacy,
+        reports,
+        subscriptions,
+    )
+
+    return [
+        onboarding.capability(),
+        cases.capability(),
+        subscriptions.capability(),
+        reports.capability(),
+        actions.capability(),
+        letters.capability(),
+        broadcasts.capability(),
+        invites.capability(),
+        preferences.capability(),
+        privacy.capability(),
+        admin.capability(),
+    ]

@@ -34,13 +34,14 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from bot.capability import Capability, Commands
+from bot.context import ADMINS, Context, UserError
 from bot.i18n import N_, Translator
 from bot.messages import Priority
-from bot.router import ADMINS, Context, UserError, registry
-from handlers.cases import NOT_FOUND as CASE_NOT_FOUND
-from handlers.onboarding import ROLE_RANK, role_name
-from handlers.privacy import normalize_phrase, phrase_matches
+from handlers.common import NOT_FOUND, ROLE_RANK, normalize_phrase, phrase_matches, role_name
 from storage import audit, cases, members, privacy
+
+commands = Commands()
 
 MEMBER_NOT_FOUND = N_("No member with that number.")
 PANIC_PHRASE = N_("wipe everything")
@@ -78,7 +79,7 @@ def _not_self(ctx: Context, target: members.Member) -> None:
 # --- /promote --------------------------------------------------------------------------------
 
 
-@registry.command(
+@commands.command(
     "promote", roles=ADMINS, summary=N_("give a member a role: /promote N ROLE [CASE]"), order=70
 )
 def promote(ctx: Context, args: str) -> None:
@@ -97,7 +98,7 @@ def promote(ctx: Context, args: str) -> None:
     if len(words) > 2:
         case = cases.by_slug(ctx.conn, words[2].lower()[:64])
         if case is None:
-            raise UserError(ctx._(CASE_NOT_FOUND))
+            raise UserError(ctx._(NOT_FOUND))
     if role == "family":
         if case is None:
             raise UserError(ctx._("A relative is linked to a case: /promote N family CASE"))
@@ -166,7 +167,7 @@ def _promoted_text(new_role: str, asked: str, case_name: str | None) -> Callable
 # --- /revoke ---------------------------------------------------------------------------------
 
 
-@registry.command(
+@commands.command(
     "revoke", roles=ADMINS, summary=N_("take a member's role away: /revoke N [remove]"), order=71
 )
 def revoke(ctx: Context, args: str) -> None:
@@ -208,7 +209,7 @@ def revoke(ctx: Context, args: str) -> None:
 # --- /audit ----------------------------------------------------------------------------------
 
 
-@registry.command(
+@commands.command(
     "audit", roles=ADMINS, summary=N_("recent privileged acts: /audit [COUNT|#N|ACTION]"), order=72
 )
 def show_audit(ctx: Context, args: str) -> None:
@@ -245,7 +246,7 @@ def show_audit(ctx: Context, args: str) -> None:
 # --- /panic ----------------------------------------------------------------------------------
 
 
-@registry.command(
+@commands.command(
     "panic", roles=ADMINS, summary=N_("emergency: erase all data and stop the bot"), order=99
 )
 def panic(ctx: Context, args: str) -> None:
@@ -281,3 +282,7 @@ def panic(ctx: Context, args: str) -> None:
     ctx.reply(
         ctx._("Wiping now. The bot stops within seconds; this may be the last message it sends.")
     )
+
+
+def capability() -> Capability:
+    return Capability("admin", commands=tuple(commands))

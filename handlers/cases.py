@@ -20,13 +20,23 @@ import unicodedata
 import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 
-from babel.dates import format_date, format_time
-
+from bot.capability import Capability, Commands
+from bot.context import ANYONE, COORDINATORS, Context, UserError
 from bot.i18n import N_
-from bot.router import ANYONE, COORDINATORS, Context, UserError, may_use, registry
+from handlers.actions import on_case_hearing_set
+from handlers.common import (
+    clean_text,
+    command_hint,
+    coordinated_case,
+    fmt_date,
+    fmt_datetime,
+    has_hostile_chars,
+    member_timezone,
+    visible_case,
+)
 from storage import cases
 
-NOT_FOUND = N_("No case by that name was found, or you may not see it.")
+commands = Commands()
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 RESERVED_SLUGS = frozenset({"all", "none", "new", "help", "-"})
@@ -98,128 +108,12 @@ CLEAR = "-"
 
 # --- text checks -----------------------------------------------------------------------------
 
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_JOINERS = frozenset("\u200c\u200d")  # ZWNJ is needed in Persian and Kurdish, ZWJ in emoji
-_ALLOWED_FORMAT = _JOINERS | frozenset("\u200e\u200f\u061c")  # LRM, RLM, ALM marks
-_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
-def _bad_char(text: str, i: int, multiline: bool) -> bool:
-    ch = text[i]
-    if ch == "\n":
-        return not multiline
-    cat = unicodedata.category(ch)
-    if ch in _INVISIBLE_LETTERS or cat in ("Cc", "Cs", "Co", "Zl", "Zp"):
-        return True
-    if cat != "Cf":
-        return False
-    if 0xE0020 <= ord(ch) <= 0xE007F:  # tag characters: only inside emoji flag sequences
-        return i == 0 or unicodedata.category(text[i - 1]) not in ("So", "Cf")
-    if ch not in _ALLOWED_FORMAT:
-        return True  # zero-width space, BOM, word joiner, direction overrides and isolates, ...
-    if ch in _JOINERS:  # a joiner must sit between two visible characters
-        if i == 0 or i == len(text) - 1:
-            return True
-        return any(n.isspace() or n in _JOINERS for n in (text[i - 1], text[i + 1]))
-    return False
-
-
-def has_hostile_chars(text: str, *, multiline: bool) -> bool:
-    return any(_bad_char(text, i, multiline) for i in range(len(text)))
-
-
-def clean_text(ctx: Context, value: str, *, label: str, most: int, multiline: bool) -> str:
-    """A coordinator's text, normalised (NFC, trimmed), or a UserError saying what is wrong."""
-    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n").strip()
-    if len(text) > most:
-        raise UserError(
-            ctx._("The {field} is too long: at most {n} characters.", field=label, n=most)
-        )
-    if has_hostile_chars(text, multiline=multiline):
-        if not multiline and "\n" in text:
-            raise UserError(ctx._("The {field} must fit on one line.", field=label))
-        raise UserError(
-            ctx._(
-                "The {field} contains invisible or control characters (such as direction "
-                "overrides or zero-width spaces). Please type it again without them.",
-                field=label,
-            )
-        )
-    lines = [" ".join(line.split()) for line in text.split("\n")]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    if not text:
-        raise UserError(ctx._("The {field} cannot be empty.", field=label))
-    return text
-
-
-def sanitize_free_text(value: str, most: int) -> str:
-    """A relative's words: kept as written, minus characters that could disguise how the text
-    reads to a coordinator (direction overrides, controls). Never refused: they are in distress."""
-    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n")
-    out = []
-    for ch in text:
-        if ch in "\n\t":
-            out.append(ch)
-            continue
-        cat = unicodedata.category(ch)
-        if ch in _BIDI_CONTROLS or cat in ("Cc", "Cs", "Zl", "Zp") or ch in "\u200b\ufeff\u2060":
-            continue
-        out.append(ch)
-    return "".join(out).strip()[:most]
-
 
 # --- who may see and edit ----------------------------------------------------------------------
 
 
-def visible_case(ctx: Context, slug: str) -> cases.Case:
-    """The case if this member may see it; one answer for missing and forbidden."""
-    case = cases.by_slug(ctx.conn, slug[:64]) if slug else None
-    member_id = ctx.member.id if ctx.member else None
-    role = ctx.member.role if ctx.member else None
-    if case is None or not cases.can_see(ctx.conn, case, member_id, role):
-        raise UserError(ctx._(NOT_FOUND))
-    return case
-
-
-def coordinated_case(ctx: Context, slug: str) -> cases.Case:
-    """The case if this member may coordinate it; the same answer as `visible_case` otherwise."""
-    case = visible_case(ctx, slug)
-    member = ctx.member
-    if member is None or not cases.may_coordinate(ctx.conn, case, member.id, member.role):
-        raise UserError(ctx._(NOT_FOUND))
-    return case
-
-
-def member_timezone(ctx: Context) -> str:
-    tz = (ctx.member.timezone if ctx.member else None) or ctx.services.default_timezone
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return "UTC"
-    return tz
-
-
-def fmt_date(ctx: Context, ts: float) -> str:
-    local = datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(member_timezone(ctx)))
-    return format_date(local.date(), format="medium", locale=ctx._.locale)
-
-
-def fmt_datetime(ctx: Context, ts: float) -> str:
-    """Date and minutes in the reader's time zone, with the zone named."""
-    tz = member_timezone(ctx)
-    local = datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz))
-    day = format_date(local.date(), format="medium", locale=ctx._.locale)
-    clock = format_time(local.time(), format="short", locale=ctx._.locale)
-    return f"{day}, {clock} ({tz})"
-
-
 def status_label(ctx: Context, status: str) -> str:
     return ctx._(STATUS_LABELS.get(status, status))
-
-
-def _command_hint(ctx: Context, name: str) -> bool:
-    cmd = registry.commands.get(name)
-    return cmd is not None and may_use(cmd, ctx.member)
 
 
 # --- /cases and /case --------------------------------------------------------------------------
@@ -227,7 +121,7 @@ def _command_hint(ctx: Context, name: str) -> bool:
 MAX_LISTED = 50
 
 
-@registry.command("cases", roles=ANYONE, summary=N_("the cases you can follow"), order=10)
+@commands.command("cases", roles=ANYONE, summary=N_("the cases you can follow"), order=10)
 def list_cases(ctx: Context, args: str) -> None:
     member_id = ctx.member.id if ctx.member else None
     role = ctx.member.role if ctx.member else None
@@ -244,7 +138,7 @@ def list_cases(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines))
 
 
-@registry.command("case", roles=ANYONE, summary=N_("a case card: /case NAME"), order=11)
+@commands.command("case", roles=ANYONE, summary=N_("a case card: /case NAME"), order=11)
 def show_case(ctx: Context, args: str) -> None:
     case = visible_case(ctx, args.split()[0].lower() if args.split() else "")
     ctx.reply(case_card(ctx, case))
@@ -306,13 +200,13 @@ def case_card(ctx: Context, case: cases.Case) -> str:
         helps.append(
             ctx._("Write to {name}: {address}", name=case.name, address=case.letters_address)
         )
-        if _command_hint(ctx, "letters"):
+        if command_hint(ctx, "letters"):
             helps.append(ctx._("What to write, and what not: /letters {slug}", slug=case.slug))
-    if _command_hint(ctx, "subscribe"):
+    if command_hint(ctx, "subscribe"):
         helps.append(ctx._("Follow this case: /subscribe {slug}", slug=case.slug))
     elif ctx.member is None:
         helps.append(ctx._("Send /start to join and follow this case."))
-    if _command_hint(ctx, "actions"):
+    if command_hint(ctx, "actions"):
         helps.append(ctx._("Join a solidarity action: /actions"))
     if not helps:
         helps.append(ctx._("Talk about {name}: silence is how cases go cold.", name=case.name))
@@ -347,7 +241,7 @@ def case_card(ctx: Context, case: cases.Case) -> str:
 # --- /newcase and /editcase ----------------------------------------------------------------
 
 
-@registry.command(
+@commands.command(
     "newcase", roles=COORDINATORS, summary=N_("create a case: /newcase SLUG NAME"), order=40
 )
 def new_case(ctx: Context, args: str) -> None:
@@ -397,7 +291,7 @@ def _usage_editcase(ctx: Context) -> str:
     )
 
 
-@registry.command(
+@commands.command(
     "editcase",
     roles=COORDINATORS,
     summary=N_("change a case sheet: /editcase SLUG FIELD VALUE"),
@@ -425,7 +319,7 @@ def edit_case(ctx: Context, args: str) -> None:
     shown = _apply(ctx, case, field, value, label, member.id)
     ctx.audit("case.edited", f"case:{case.id}:{field}")
     lines = [ctx._("{name}: {field} is now {value}", name=case.name, field=label, value=shown)]
-    if field in ("facility", "status", "next_hearing") and _command_hint(ctx, "update"):
+    if field in ("facility", "status", "next_hearing") and command_hint(ctx, "update"):
         lines.append(
             ctx._("To tell the case's followers, send /update {slug} TEXT.", slug=case.slug)
         )
@@ -434,9 +328,7 @@ def edit_case(ctx: Context, args: str) -> None:
 
 def _hearing_changed(ctx: Context, case_id: int, when: float | None) -> None:
     """A court date is a solidarity action too: the actions module keeps one in step."""
-    hook = registry.hooks.get("case_hearing_set")
-    if hook is not None:
-        hook(ctx, case_id, when)  # type: ignore[arg-type]
+    on_case_hearing_set(ctx, case_id, when)
 
 
 def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, by: int) -> str:
@@ -582,3 +474,7 @@ def parse_tags(ctx: Context, value: str) -> list[str]:
     if not tags or len(tags) > MAX_TAGS:
         raise UserError(ctx._("Give 1 to {n} tags, separated by commas.", n=MAX_TAGS))
     return tags
+
+
+def capability() -> Capability:
+    return Capability("cases", commands=tuple(commands))

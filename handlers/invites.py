@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+from bot.capability import Capability, Commands
+from bot.context import COORDINATORS, Context, UserError
 from bot.i18n import N_
-from bot.router import COORDINATORS, Context, UserError, registry
 from storage import cases, invites, members
 from storage.db import Connection
+
+commands = Commands()
 
 DEFAULT_EXPIRY = 7 * 24 * 3600
 MAX_USES = 10_000
@@ -73,7 +76,7 @@ def invite_message(code: str, link_prefix: str | None) -> str:
     return f"{code}\n{link_prefix}{code.replace('-', '')}" if link_prefix else code
 
 
-@registry.command(
+@commands.command(
     "invite", roles=COORDINATORS, summary=N_("create an invite: /invite ROLE [CASE]"), order=60
 )
 def invite(ctx: Context, args: str) -> None:
@@ -115,3 +118,7 @@ def invite(ctx: Context, args: str) -> None:
             code=invite_message(code, link),
         )
     )
+
+
+def capability() -> Capability:
+    return Capability("invites", commands=tuple(commands))

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.capability import Capability, Commands
+from bot.context import ANYONE, MEMBERS, Context, UserError
 from bot.i18n import N_
-from bot.router import ANYONE, MEMBERS, Context, UserError, registry
-from handlers.cases import visible_case
+from handlers.common import visible_case
 from storage import cases, letters, ratelimits
+
+commands = Commands()
 
 RECENT_MONTHS = 3
 FEWEST_SHOWN = 5
@@ -69,7 +72,7 @@ def _first_recent_month(ts: float) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-@registry.command(
+@commands.command(
     "letters", roles=ANYONE, summary=N_("write to a prisoner: /letters [NAME]"), order=33
 )
 def letters_cmd(ctx: Context, args: str) -> None:
@@ -180,7 +183,7 @@ def _fewest(ctx: Context) -> None:
     ctx.reply("\n".join(lines))
 
 
-@registry.command(
+@commands.command(
     "wrote", roles=MEMBERS, summary=N_("record a letter you sent: /wrote NAME"), order=34
 )
 def wrote(ctx: Context, args: str) -> None:
@@ -213,3 +216,7 @@ def wrote(ctx: Context, args: str) -> None:
             name=case.name,
         )
     )
+
+
+def capability() -> Capability:
+    return Capability("letters", commands=tuple(commands))

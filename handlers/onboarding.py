@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from bot.capability import Capability, Commands
+from bot.context import ANYONE, Context
 from bot.i18n import N_
 from bot.messages import Priority
-from bot.router import ANYONE, Context, UserError, registry
+from handlers.broadcasts import cancel_fanout
+from handlers.common import ROLE_RANK, role_name
 from storage import cases, crypto, invites, members, outbox, ratelimits
 
-ROLE_RANK = {"activist": 0, "family": 1, "coordinator": 2, "admin": 3}
+commands = Commands()
 
 # Invite brute force: 5 tries per 15 minutes per sender, then locked out for an hour.
 REDEEM_LIMIT = 5
@@ -15,17 +18,7 @@ REDEEM_WINDOW = 15 * 60
 REDEEM_LOCKOUT = 60 * 60
 
 
-def role_name(ctx: Context, role: str) -> str:
-    names = {
-        "activist": ctx._("supporter"),
-        "family": ctx._("relative"),
-        "coordinator": ctx._("coordinator"),
-        "admin": ctx._("administrator"),
-    }
-    return names.get(role, role)
-
-
-@registry.command("start", roles=ANYONE, summary=N_("join, or redeem an invite code"), order=0)
+@commands.command("start", roles=ANYONE, summary=N_("join, or redeem an invite code"), order=0)
 def start(ctx: Context, args: str) -> None:
     code = args.split()[0] if args.split() else ""
     if code:
@@ -134,10 +127,11 @@ def _redeem(ctx: Context, code: str) -> None:
     ctx.reply("\n\n".join(lines))
 
 
-@registry.command("help", roles=ANYONE, summary=N_("what you can do here"), order=1)
+@commands.command("help", roles=ANYONE, summary=N_("what you can do here"), order=1)
 def help_(ctx: Context, args: str) -> None:
     lines = [ctx._("What you can do:")]
-    for cmd in registry.allowed(ctx.member):
+    assert ctx.registry is not None
+    for cmd in ctx.registry.allowed(ctx.member):
         lines.append(f"/{cmd.name} — {ctx._(cmd.summary)}")
     if ctx.member is None:
         lines.append("")
@@ -145,16 +139,14 @@ def help_(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines))
 
 
-@registry.command("cancel", roles=ANYONE, summary=N_("stop the current dialog"), order=90)
+@commands.command("cancel", roles=ANYONE, summary=N_("stop the current dialog"), order=90)
 def cancel(ctx: Context, args: str) -> None:
+    """Bare /cancel inside a flow is the flow engine's; here: nothing open, or /cancel ID."""
     if args:
-        handler = registry.hooks.get("cancel_with_args")
-        if handler is None:
-            raise UserError(ctx._("Send /cancel on its own to stop the current dialog."))
-        handler(ctx, args)
+        cancel_fanout(ctx, args)
         return
-    if ctx.conversation() is None:
-        ctx.reply(ctx._("There is nothing to cancel."))
-        return
-    ctx.end_flow()
-    ctx.reply(ctx._("Cancelled. Nothing was saved."))
+    ctx.reply(ctx._("There is nothing to cancel."))
+
+
+def capability() -> Capability:
+    return Capability("onboarding", commands=tuple(commands))

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import re
-import zoneinfo
 
+from bot.capability import Capability, Commands
+from bot.context import ANYONE, Context, UserError
 from bot.i18n import N_, Translator, available_languages, language_name, normalize_language
 from bot.messages import Choice
-from bot.router import ANYONE, Context, UserError, registry
+from handlers.common import all_zones
 from storage import members
 
-
-@functools.cache
-def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+commands = Commands()
 
 
-@registry.command("language", roles=ANYONE, summary=N_("choose your language"), order=80)
+@commands.command("language", roles=ANYONE, summary=N_("choose your language"), order=80)
 def language(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     if not args:
@@ -39,7 +36,7 @@ def language(ctx: Context, args: str) -> None:
     ctx.reply(ctx._("Language set: {name}.", name=language_name(code)))
 
 
-@registry.command("timezone", roles=ANYONE, summary=N_("set your time zone"), order=81)
+@commands.command("timezone", roles=ANYONE, summary=N_("set your time zone"), order=81)
 def timezone(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     if not args:
@@ -52,7 +49,7 @@ def timezone(ctx: Context, args: str) -> None:
         )
         return
     wanted = args.split()[0][:64]
-    match = next((z for z in _zones() if z.lower() == wanted.lower()), None)
+    match = next((z for z in all_zones() if z.lower() == wanted.lower()), None)
     if match is None:
         raise UserError(
             ctx._("I don't know that time zone. Use a name like Europe/Minsk or Asia/Tehran.")
@@ -64,7 +61,7 @@ def timezone(ctx: Context, args: str) -> None:
 _QUIET = re.compile(r"^([01]?\d|2[0-3])\s*-\s*([01]?\d|2[0-3])$")
 
 
-@registry.command("quiet", roles=ANYONE, summary=N_("quiet hours for alerts, e.g. 22-7"), order=82)
+@commands.command("quiet", roles=ANYONE, summary=N_("quiet hours for alerts, e.g. 22-7"), order=82)
 def quiet(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     if args.lower() in ("off", "none", "0"):
@@ -88,3 +85,7 @@ def quiet(ctx: Context, args: str) -> None:
             end=f"{end:02d}",
         )
     )
+
+
+def capability() -> Capability:
+    return Capability("preferences", commands=tuple(commands))

@@ -21,15 +21,17 @@ sent (to never handle one twice), for the inbox-key period.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, datetime
 
+from bot.capability import Capability, Commands
+from bot.context import ANYONE, Context, UserError
+from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_
-from bot.router import ANYONE, Context, UserError, registry
-from handlers.onboarding import role_name
+from handlers.common import phrase_matches, role_name
 from storage import privacy, retention
 
-FLOW = "forgetme"
+commands = Commands()
+
 PHRASE = N_("delete me")  # typed to confirm /forgetme; translated, English always accepted
 
 TRANSPORT_NAMES = {"telegram": "Telegram", "signal": "Signal", "console": N_("this console")}
@@ -44,21 +46,10 @@ def _date(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def normalize_phrase(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(ch if ch.isalnum() else " " for ch in text)
-    return " ".join(kept.split())
-
-
-def phrase_matches(ctx: Context, text: str, phrase: str) -> bool:
-    said = normalize_phrase(text)
-    return bool(said) and said in {normalize_phrase(phrase), normalize_phrase(ctx._(phrase))}
-
-
 # --- /mydata ---------------------------------------------------------------------------------
 
 
-@registry.command("mydata", roles=ANYONE, summary=N_("what Vigil keeps about you"), order=84)
+@commands.command("mydata", roles=ANYONE, summary=N_("what Vigil keeps about you"), order=84)
 def mydata(ctx: Context, args: str) -> None:
     r = retention.current(ctx.conn)
     if ctx.member is None:
@@ -160,7 +151,7 @@ def mydata(ctx: Context, args: str) -> None:
 # --- /forgetme -------------------------------------------------------------------------------
 
 
-@registry.command("forgetme", roles=ANYONE, summary=N_("delete everything about you"), order=85)
+@commands.command("forgetme", roles=ANYONE, summary=N_("delete everything about you"), order=85)
 def forgetme(ctx: Context, args: str) -> None:
     if ctx.member is None:
         ctx.reply(ctx._("You are not a member: there is nothing about you to delete."))
@@ -176,6 +167,12 @@ def forgetme(ctx: Context, args: str) -> None:
                 phrase=ctx._(PHRASE),
             )
         )
+    ctx.start_flow(FORGETME)
+
+
+def _confirmation(fc: FlowContext) -> str:
+    ctx = fc.ctx
+    member = ctx.require_member()
     r = retention.current(ctx.conn)
     lines = [
         ctx._(
@@ -189,7 +186,7 @@ def forgetme(ctx: Context, args: str) -> None:
             days=_days(ctx, r, "report_bodies"),
         ),
     ]
-    if ctx.member.role == "admin" and privacy.admins(ctx.conn) == 1:
+    if member.role == "admin" and privacy.admins(ctx.conn) == 1:
         lines.append(
             ctx._(
                 "You are the last administrator: afterwards only the server operator can make "
@@ -202,17 +199,18 @@ def forgetme(ctx: Context, args: str) -> None:
             phrase=ctx._(PHRASE),
         )
     )
-    ctx.start_flow(FLOW, "confirm")
-    ctx.reply("\n\n".join(lines))
+    return "\n\n".join(lines)
 
 
-@registry.flow(FLOW)
-def forgetme_flow(ctx: Context, text: str) -> None:
-    ctx.end_flow()
-    if phrase_matches(ctx, text, PHRASE):
-        _forget(ctx)
+def _confirmed(fc: FlowContext, text: str) -> None:
+    fc.end()
+    if phrase_matches(fc.ctx, text, PHRASE):
+        _forget(fc.ctx)
         return
-    ctx.reply(ctx._("Nothing was deleted."))
+    fc.ctx.reply(fc.ctx._("Nothing was deleted."))
+
+
+FORGETME = Flow("forgetme", (Step("confirm", ask=_confirmation, answer=_confirmed),), back=False)
 
 
 def _forget(ctx: Context) -> None:
@@ -231,3 +229,7 @@ def _forget(ctx: Context) -> None:
             "join as someone new."
         )
     )
+
+
+def capability() -> Capability:
+    return Capability("privacy", commands=tuple(commands), flows=(FORGETME,))

@@ -4,7 +4,10 @@ Archive layout (all integers big-endian)::
 
     MAGIC "VIGILBK1" | u32 header length | header (JSON) | chunk* (the last one flagged final)
     chunk = u32 length | AES-256-GCM(chunk key, plaintext <= 1 MiB,
-                                     aad = SHA-256(MAGIC | header) | u64 index | u8 final)
+              aad = aad("backup/v2/chunk", header=SHA-256(MAGIC | header), index=i, final=0|1))
+
+(Version 1 archives bound the same facts in a binary AAD, `crypto.legacy_backup_chunk_aad`;
+they are still restored, never written.)
 
 The header carries the network's key slots exactly as keyslots.json holds them (Argon2id
 salts, costs, the wrapped master key; labels) and the sealing public key, plus a random
@@ -49,13 +52,29 @@ from typing import Any, BinaryIO
 
 import sqlcipher3
 
-from storage import crypto, keys
-from storage.db import DB_FILE, StoreError, create_database_file, verify
-from storage.files import ensure_private_dir
+from storage import crypto, keys, wipe
+from storage.db import (
+    DAMAGED as DB_DAMAGED,
+)
+from storage.db import (
+    DB_FILE,
+    WRONG_KEY,
+    DiskFull,
+    StoreError,
+    check_files,
+    connect_keyed,
+    create_database_file,
+    is_disk_full,
+    missing_companions,
+    remove_leftover_companions,
+    verify,
+)
+from storage.files import BACKUP_MAGIC, ensure_private_dir, fsync_dir, remove_database_files
 
-MAGIC = b"VIGILBK1"
+MAGIC = BACKUP_MAGIC
 KIND = "vigil-backup"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CHUNK = 1 << 20
 _SEAL_OVERHEAD = crypto.NONCE_BYTES + 16
 MAX_HEADER = 1 << 20
@@ -91,25 +110,27 @@ def _unb64(s: object) -> bytes:
     return base64.b64decode(str(s), validate=True)
 
 
-def _key_aad(backup_id: str) -> bytes:
-    return b"vigil/backup/v1/archive-key|" + backup_id.encode()
+def archive_key_aad(backup_id: str, version: int) -> bytes:
+    if version == 1:
+        return crypto.legacy_backup_key_aad(backup_id)
+    return crypto.aad("backup/v2/archive-key", backup=backup_id)
 
 
-def _chunk_aad(header_hash: bytes, index: int, final: bool) -> bytes:
-    return header_hash + struct.pack(">QB", index, int(final))
+def chunk_aad(header_hash: bytes, index: int, final: bool, version: int) -> bytes:
+    if version == 1:
+        return crypto.legacy_backup_chunk_aad(header_hash, index, final)
+    return crypto.aad("backup/v2/chunk", header=header_hash, index=index, final=int(final))
 
 
 def _connect(path: Path, key: bytes) -> sqlcipher3.Connection:
-    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
+    return connect_keyed(path, key, busy_ms=5000)
 
 
-def remove_database_files(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+def _refusal(exc: BaseException, where: Path) -> StoreError:
+    """What a failed SQLite call during a copy means: a full disk is never "damaged"."""
+    if is_disk_full(exc, where):
+        return DiskFull(where)
+    return StoreError(WRONG_KEY)
 
 
 def copy_database(
@@ -118,23 +139,41 @@ def copy_database(
     """Online backup of `src` into a new file `dst` (keyed `dst_key`), from one read
     transaction so the copy is a consistent snapshot; `dst` ends in rollback-journal mode
     with no -wal beside it."""
-    source = _connect(src, src_key)
+    check_files(src)  # an empty file or a WAL that would drop commits is not copied
+    created = missing_companions(src)
+    try:
+        _copy(src, src_key, dst, dst_key, progress, phase)
+    finally:
+        remove_leftover_companions(src, created)
+
+
+def _copy(
+    src: Path, src_key: bytes, dst: Path, dst_key: bytes, progress: Progress | None, phase: str
+) -> None:
+    try:
+        source = _connect(src, src_key)
+    except sqlcipher3.DatabaseError as exc:
+        raise _refusal(exc, src.parent) from None
     try:
         source.execute("BEGIN")
         source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts
         # A damaged page would be copied as garbage under a fresh, valid HMAC: check every
         # page of the source first, so a backup or rotation never launders damage.
         damaged = source.execute("PRAGMA cipher_integrity_check").fetchall()
-    except sqlcipher3.DatabaseError:
+    except sqlcipher3.DatabaseError as exc:
         source.close()
-        raise StoreError(
-            "The database does not open with this key: it is damaged or belongs to other key slots."
-        ) from None
+        raise _refusal(exc, src.parent) from None
     if damaged:
         source.close()
-        raise StoreError("The database is damaged; restore it from a backup (`vigil restore`).")
-    create_database_file(dst)
-    target = _connect(dst, dst_key)
+        raise StoreError(DB_DAMAGED)
+    try:
+        create_database_file(dst)
+        target = _connect(dst, dst_key)
+    except (OSError, sqlcipher3.DatabaseError) as exc:
+        source.close()
+        if is_disk_full(exc, dst.parent):
+            raise DiskFull(dst.parent) from None
+        raise
     try:
 
         def step(status: int, remaining: int, total: int) -> None:
@@ -144,21 +183,12 @@ def copy_database(
         source.backup(target, pages=STEP_PAGES, progress=step)
         source.execute("COMMIT")
         target.execute("PRAGMA journal_mode = DELETE")
-    except sqlcipher3.DatabaseError:
-        raise StoreError(
-            "The database does not open with this key: it is damaged or belongs to other key slots."
-        ) from None
+    except sqlcipher3.DatabaseError as exc:
+        # The source passed its integrity check above: a failure now is the target's disk.
+        raise _refusal(exc, dst.parent) from None
     finally:
         source.close()
         target.close()
-
-
-def _slots_doc(slots: keys.KeySlots) -> dict[str, Any]:
-    return {
-        "version": keys.FORMAT_VERSION,
-        "slots": [s.to_json() for s in slots.slots],
-        "sealing_public": _b64(slots.sealing_public) if slots.sealing_public else None,
-    }
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -167,12 +197,13 @@ def _slots_doc(slots: keys.KeySlots) -> dict[str, Any]:
 def _write_chunks(
     out: BinaryIO, source: BinaryIO, key: bytes, header_hash: bytes, total: int, progress: Progress
 ) -> None:
+    """Seal `source` in CHUNK-sized pieces; the last one is flagged final."""
     index, done = 0, 0
     block = source.read(CHUNK)
     while True:
         following = source.read(CHUNK) if len(block) == CHUNK else b""
         final = not following
-        sealed = crypto.aead_seal(key, block, _chunk_aad(header_hash, index, final))
+        sealed = crypto.aead_seal(key, block, chunk_aad(header_hash, index, final, VERSION))
         out.write(struct.pack(">I", len(sealed)))
         out.write(sealed)
         done += len(block)
@@ -192,7 +223,7 @@ def create_backup(
     db_path = data_dir / DB_FILE
     if not db_path.exists():
         raise StoreError(f"No database in {data_dir}: nothing to back up.")
-    master = slots.unlock(passphrase)
+    master = slots.unlock(passphrase)  # also checks keyslots.json's authentication
     sub = keys.Subkeys.derive(master)
     archive_key = crypto.random_bytes()
     inner_key = crypto.subkey(archive_key, "backup/database")
@@ -205,8 +236,10 @@ def create_backup(
         "created": datetime.now(UTC).strftime("%Y-%m-%d"),
         "chunk_size": CHUNK,
         "cipher": "aes-256-gcm",
-        "keyslots": _slots_doc(slots),
-        "archive_key": _b64(crypto.aead_seal(sub.backup, archive_key, _key_aad(backup_id))),
+        "keyslots": slots.document(),  # exactly as on disk, its MAC included
+        "archive_key": _b64(
+            crypto.aead_seal(sub.backup, archive_key, archive_key_aad(backup_id, VERSION))
+        ),
     }
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     header_hash = hashlib.sha256(MAGIC + header_bytes).digest()
@@ -222,12 +255,11 @@ def create_backup(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_out, out)
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(out.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        fsync_dir(out.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(out.parent if not tmp_out.exists() else tmp_out.parent) from None
+        raise
     finally:
         remove_database_files(snapshot)
         tmp_out.unlink(missing_ok=True)
@@ -248,6 +280,10 @@ class Archive:
     def backup_id(self) -> str:
         return str(self.header["backup_id"])
 
+    @property
+    def version(self) -> int:
+        return int(self.header["version"])
+
 
 def read_archive(path: Path, data_dir: Path) -> Archive:
     """Parse the header; BackupError for anything that is not a Vigil backup."""
@@ -266,26 +302,30 @@ def read_archive(path: Path, data_dir: Path) -> Archive:
         raise BackupError(DAMAGED)
     try:
         header = json.loads(header_bytes)
-        if header.get("kind") != KIND or header.get("version") != VERSION:
+        if header.get("kind") != KIND or header.get("version") not in READABLE_VERSIONS:
             raise BackupError(f"{path} is not a backup this version of Vigil can read.")
-        doc = header["keyslots"]
-        slot_list = [keys.Slot.from_json(s) for s in doc["slots"]]
-        pub = doc.get("sealing_public")
-        slots = keys.KeySlots(data_dir / keys.SLOTS_FILE, slot_list, _unb64(pub) if pub else None)
-        str(header["backup_id"])
+        slots = keys.KeySlots.from_document(data_dir / keys.SLOTS_FILE, header["keyslots"])
+        backup_id = header["backup_id"]
+        if not isinstance(backup_id, str) or not backup_id.isalnum():
+            raise ValueError("backup id")
         _unb64(header["archive_key"])
-        if int(header["chunk_size"]) != CHUNK or not slot_list:
-            raise ValueError("chunk size or slots")
+        if int(header["chunk_size"]) != CHUNK:
+            raise ValueError("chunk size")
     except BackupError:
         raise
-    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
+    except keys.ImplausibleKdfCost:
+        raise BackupError(
+            "The backup's key slots ask for an implausible Argon2id cost; it is damaged or was "
+            "altered, and nothing was restored."
+        ) from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, keys.KeyError_):
         raise BackupError(DAMAGED) from None
     return Archive(
         header, hashlib.sha256(MAGIC + header_bytes).digest(), len(MAGIC) + 4 + length, slots
     )
 
 
-def _chunks(f: BinaryIO, key: bytes, header_hash: bytes) -> Iterator[bytes]:
+def _chunks(f: BinaryIO, key: bytes, header_hash: bytes, version: int) -> Iterator[bytes]:
     """Authenticated plaintext chunks; BackupError on any tampering or truncation."""
     index = 0
     while True:
@@ -300,7 +340,7 @@ def _chunks(f: BinaryIO, key: bytes, header_hash: bytes) -> Iterator[bytes]:
             raise BackupError(DAMAGED)
         for final in (False, True):
             try:
-                plain = crypto.aead_open(key, sealed, _chunk_aad(header_hash, index, final))
+                plain = crypto.aead_open(key, sealed, chunk_aad(header_hash, index, final, version))
             except crypto.CryptoError:
                 continue
             yield plain
@@ -332,8 +372,6 @@ def restore_backup(
     open. Nothing in `data_dir` changes before the archive is fully authenticated. With
     `force`, the old key slots are crypto-erased (storage/wipe.py) before the new ones are
     written, so the replaced network's master key does not linger in the old file's blocks."""
-    from storage import wipe
-
     report: Progress = progress or (lambda phase, done, total: None)
     archive = read_archive(path, data_dir)
     try:
@@ -345,7 +383,9 @@ def restore_backup(
     sub = keys.Subkeys.derive(master)
     try:
         archive_key = crypto.aead_open(
-            sub.backup, _unb64(archive.header["archive_key"]), _key_aad(archive.backup_id)
+            sub.backup,
+            _unb64(archive.header["archive_key"]),
+            archive_key_aad(archive.backup_id, archive.version),
         )
     except crypto.CryptoError:
         raise BackupError(DAMAGED) from None
@@ -359,7 +399,13 @@ def restore_backup(
             raise wipe.AlreadyRunning(
                 f"Vigil is running on {data_dir}; stop it before restoring over it."
             )
-    ensure_private_dir(data_dir)
+    made_dir = not data_dir.exists()
+    try:
+        ensure_private_dir(data_dir)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(data_dir) from None
+        raise
     inner_key = crypto.subkey(archive_key, "backup/database")
     chunk_key = crypto.subkey(archive_key, "backup/chunks")
     unpacked = data_dir / f".vigil-restore-{secrets.token_hex(6)}.tmp"
@@ -369,7 +415,7 @@ def restore_backup(
         fd = os.open(unpacked, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out, path.open("rb") as f:
             f.seek(archive.body_offset)
-            for plain in _chunks(f, chunk_key, archive.header_hash):
+            for plain in _chunks(f, chunk_key, archive.header_hash, archive.version):
                 out.write(plain)
                 report("verify", min(total, f.tell() - archive.body_offset), total)
             out.flush()
@@ -387,9 +433,15 @@ def restore_backup(
         os.replace(staging, data_dir / DB_FILE)
         for name in wipe.SLOT_FILES:
             wipe.crypto_erase(data_dir / name)
-        archive.slots.save()
-    except BaseException:
+        archive.slots.save(master)  # authenticated anew (a version-1 backup's slots upgrade)
+    except BaseException as exc:
         remove_database_files(staging)
+        remove_database_files(unpacked)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()  # only if it is empty: nothing of ours is left in it
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise DiskFull(data_dir) from None
         raise
     finally:
         remove_database_files(unpacked)

@@ -13,9 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from storage import subscriptions
 from storage.db import Connection
-from storage.subscriptions import Recipient
 
 DRAFT = "draft"
 RUNNING = "running"
@@ -119,14 +117,6 @@ def latest_draft(conn: Connection, author_id: int, since: float) -> Broadcast | 
     return _row(row) if row else None
 
 
-def with_state(conn: Connection, *states: str) -> list[Broadcast]:
-    marks = ",".join("?" * len(states))
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM broadcasts WHERE state IN ({marks}) ORDER BY priority, id", states
-    ).fetchall()
-    return [_row(r) for r in rows]
-
-
 def unfinished(conn: Connection) -> list[Broadcast]:
     """Fan-outs not yet finished (for broadcasts: whose author has not had the summary)."""
     rows = conn.execute(
@@ -223,102 +213,3 @@ def alerts_since(
         args += case_ids
     rows = conn.execute(sql + " ORDER BY id", args).fetchall()
     return [_row(r) for r in rows]
-
-
-# -- segments -----------------------------------------------------------------------------
-
-
-def _member_filter(segment: str, default_language: str) -> tuple[str, tuple[Any, ...]]:
-    kind, _, value = segment.partition(":")
-    if kind == "all":
-        return "", ()
-    if kind == "role":
-        return "AND m.role = ?", (value,)
-    if kind == "lang":
-        return "AND coalesce(m.language, ?) = ?", (default_language, value)
-    raise ValueError("not a member-table segment")
-
-
-def _case_of(segment: str) -> int | None:
-    kind, _, value = segment.partition(":")
-    return int(value) if kind in ("case", "subs") else None
-
-
-def _restricted(conn: Connection, case_id: int) -> bool:
-    row = conn.execute("SELECT visibility FROM cases WHERE id = ?", (case_id,)).fetchone()
-    return row is None or row[0] != "public"
-
-
-def recipients(
-    conn: Connection, segment: str, cursor: int, limit: int, default_language: str = "en"
-) -> tuple[list[Recipient], int, bool]:
-    """The next chunk of a segment: (one row per reachable identity, new cursor, exhausted)."""
-    case_id = _case_of(segment)
-    if case_id is not None:
-        family = segment.startswith("case:")
-        ids = subscriptions.follower_ids(conn, case_id, cursor, limit, with_family=family)
-        rows = subscriptions.recipients(
-            conn, case_id, ids, restricted=_restricted(conn, case_id), with_family=family
-        )
-    else:
-        where, args = _member_filter(segment, default_language)
-        ids = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT m.id FROM members m WHERE m.id > ? {where} ORDER BY m.id LIMIT ?",
-                (cursor, *args, limit),
-            )
-        ]
-        rows = _plain_recipients(conn, ids)
-    new_cursor = ids[-1] if ids else cursor
-    return rows, new_cursor, len(ids) < limit
-
-
-def _plain_recipients(conn: Connection, ids: list[int]) -> list[Recipient]:
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    rows = conn.execute(
-        "SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, coalesce(p.optouts, ''), "
-        "i.transport, i.chat FROM members m "
-        "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
-        "LEFT JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
-        f"WHERE m.id IN ({marks}) ORDER BY m.id",
-        ids,
-    ).fetchall()
-    return [
-        Recipient(mid, role, lang, tz, quiet, "instant", subscriptions._split(opt), transport, chat)
-        for mid, role, lang, tz, quiet, opt, transport, chat in rows
-    ]
-
-
-def count(conn: Connection, segment: str, default_language: str = "en") -> tuple[int, int]:
-    """(people, messages) a segment reaches now: members with a reachable identity, and the
-    number of those identities (a person on Telegram and Signal gets two messages)."""
-    case_id = _case_of(segment)
-    if case_id is None:
-        where, args = _member_filter(segment, default_language)
-        row = conn.execute(
-            "SELECT count(DISTINCT m.id), count(*) FROM members m "
-            f"JOIN identities i ON i.member_id = m.id AND i.reachable = 1 WHERE 1 {where}",
-            args,
-        ).fetchone()
-        return row[0], row[1]
-    family = segment.startswith("case:")
-    tie = "EXISTS (SELECT 1 FROM case_members cm WHERE cm.case_id = :case AND cm.member_id = m.id)"
-    sources = "SELECT member_id FROM subscriptions WHERE case_id IN (:case, 0)"
-    if family:
-        sources += " UNION SELECT member_id FROM case_members WHERE case_id = :case"
-    # The same rules as `subscriptions.recipients`, in one query (no rows in memory).
-    row = conn.execute(
-        "SELECT count(DISTINCT m.id), count(*) FROM members m "
-        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
-        "LEFT JOIN subscriptions s ON s.case_id = :case AND s.member_id = m.id "
-        "LEFT JOIN subscriptions a ON a.case_id = 0 AND a.member_id = m.id "
-        f"WHERE m.id IN ({sources}) "
-        "AND coalesce(s.mode, a.mode, '') != 'off' "
-        f"AND (coalesce(s.mode, a.mode) IS NOT NULL OR (:family AND {tie})) "
-        f"AND (NOT :restricted OR m.role IN ('coordinator', 'admin') OR {tie})",
-        {"case": case_id, "family": family, "restricted": _restricted(conn, case_id)},
-    ).fetchone()
-    return row[0], row[1]

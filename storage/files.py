@@ -1,9 +1,30 @@
-"""Private files and directories: 0700 dirs, 0600 files, atomic replacement."""
+"""Private files and directories: 0700 dirs, 0600 files, atomic replacement; and the few file
+facts several storage modules share (kept here so that backup.py and wipe.py need not import
+each other)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+BACKUP_MAGIC = b"VIGILBK1"  # the first bytes of every Vigil backup (storage/backup.py)
+DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_database_files(path: Path) -> None:
+    """A SQLite database and its companions, whichever exist."""
+    for suffix in DATABASE_SUFFIXES:
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -24,8 +45,4 @@ def write_private_file(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)

@@ -29,9 +29,7 @@ command; store.unlock should run it too (see the hand-over notes).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -40,8 +38,9 @@ from pathlib import Path
 
 import sqlcipher3
 
-from storage import crypto, keys, wipe
-from storage.db import DB_FILE, StoreError, verify
+from storage import backup, crypto, keys, wipe
+from storage.db import DB_FILE, WRONG_KEY, DiskFull, StoreError, connect_keyed, is_disk_full, verify
+from storage.files import fsync_dir
 
 NEXT_FILE = keys.SLOTS_FILE + ".next"
 DB_NEXT = DB_FILE + ".next"
@@ -73,13 +72,10 @@ def pending_change(data_dir: Path) -> bool:
 
 
 def _matching_slot(ks: keys.KeySlots, passphrase: str) -> tuple[keys.Slot, bytes]:
-    """The slot this passphrase opens and the master key (Argon2id once per slot tried)."""
-    for slot in ks.slots:
-        try:
-            return slot, keys.KeySlots(ks.path, [slot]).unlock(passphrase)
-        except keys.WrongPassphrase:
-            continue
-    raise keys.WrongPassphrase("Wrong passphrase: no key slot opens with it.")
+    """The slot this passphrase opens and the master key, once the file's MAC checked out."""
+    slot, master = ks.open_slot(passphrase)
+    ks.check(master)
+    return slot, master
 
 
 def _opens_database(data_dir: Path, master: bytes) -> bool:
@@ -110,7 +106,7 @@ def _commit(data_dir: Path) -> None:
     nxt = data_dir / NEXT_FILE
     overwrite_in_place(data_dir / keys.SLOTS_FILE, nxt.read_bytes())
     nxt.unlink()
-    wipe.fsync_dir(data_dir)
+    fsync_dir(data_dir)
 
 
 def _audit(data_dir: Path, master: bytes, action: str, target: str | None) -> None:
@@ -118,11 +114,17 @@ def _audit(data_dir: Path, master: bytes, action: str, target: str | None) -> No
     path = data_dir / DB_FILE
     if not path.exists():
         return
-    # mode=rw: never create a database file as a side effect of auditing.
-    conn = sqlcipher3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
     try:
-        conn.execute(f"PRAGMA key = \"x'{keys.Subkeys.derive(master).database.hex()}'\"")
-        conn.execute("PRAGMA busy_timeout = 10000")
+        # mode=rw: never create a database file as a side effect of auditing.
+        conn = connect_keyed(
+            f"{path.resolve().as_uri()}?mode=rw",
+            keys.Subkeys.derive(master).database,
+            uri=True,
+            busy_ms=10000,
+        )
+    except sqlcipher3.Error:
+        return
+    try:
         conn.execute(
             "INSERT INTO audit (at, actor_id, action, target) VALUES (?, NULL, ?, ?)",
             (time.time(), action, target),
@@ -150,9 +152,10 @@ def recover(data_dir: Path, passphrase: str) -> str | None:
         wipe.crypto_erase(nxt)
         return "undone"
     for candidate in (data_dir / keys.SLOTS_FILE, nxt):
-        doc = _load_file(candidate)
-        if doc is None:
-            continue
+        try:
+            doc = keys.KeySlots.read(candidate)
+        except keys.KeyError_:
+            continue  # a half-written file: the other candidate decides
         try:
             master = doc.unlock(passphrase)
         except keys.WrongPassphrase:
@@ -168,20 +171,6 @@ def recover(data_dir: Path, passphrase: str) -> str | None:
         "A key change was interrupted and cannot be completed with this passphrase; try the "
         "passphrase that started it."
     )
-
-
-def _load_file(path: Path) -> keys.KeySlots | None:
-    """Load a slot file at any path (KeySlots.load reads only data_dir/keyslots.json)."""
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-        if doc.get("version") != keys.FORMAT_VERSION:
-            return None
-        slots = [keys.Slot.from_json(s) for s in doc["slots"]]
-        pub = doc.get("sealing_public")
-        sealing = base64.b64decode(pub, validate=True) if pub else None
-    except (OSError, ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
-        return None
-    return keys.KeySlots(path, slots, sealing) if slots else None
 
 
 # --- add and remove --------------------------------------------------------------------------
@@ -209,7 +198,7 @@ def remove_slot(data_dir: Path, passphrase: str, slot_id: str) -> None:
     ks = keys.KeySlots.load(data_dir)
     _slot, master = _matching_slot(ks, passphrase)
     staged = keys.KeySlots(data_dir / NEXT_FILE, list(ks.slots), ks.sealing_public)
-    staged.remove(slot_id)  # raises KeyError_ for an unknown or the last slot; writes .next
+    staged.remove(slot_id, master)  # KeyError_ for an unknown or the last slot; writes .next
     _commit(data_dir)
     _audit(data_dir, master, "keys.slot_removed", f"slot:{slot_id}")
 
@@ -253,7 +242,7 @@ def rotate(
             result.dropped.append((slot.slot_id, slot.label))
             continue
         try:
-            keys.KeySlots(ks.path, [slot]).unlock(other)
+            keys.KeySlots(ks.path, [slot]).open_slot(other)
         except keys.WrongPassphrase:
             raise KeyChangeError(
                 f"That is not the passphrase of slot {slot.slot_id}; nothing was changed."
@@ -267,22 +256,20 @@ def rotate(
     staged = keys.KeySlots(data_dir / NEXT_FILE, [], ks.sealing_public)
     for slot, pp in keep:
         staged.add(new_master, pp, slot.label)  # each add rewrites keyslots.json.next
-    from storage.backup import copy_database, remove_database_files
-
-    remove_database_files(db_next)
+    backup.remove_database_files(db_next)
     try:
         _checkpoint(db_path, old_db)
-        copy_database(db_path, old_db, db_next, new_db, progress, "rotate")
+        backup.copy_database(db_path, old_db, db_next, new_db, progress, "rotate")
         verify(db_next, new_db)
     except BaseException:
-        remove_database_files(db_next)
+        backup.remove_database_files(db_next)
         wipe.crypto_erase(data_dir / NEXT_FILE)
         raise
     # Commit point: the database under the new key takes the old one's name.
     for suffix in ("-wal", "-shm", "-journal"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     os.replace(db_next, db_path)
-    wipe.fsync_dir(data_dir)
+    fsync_dir(data_dir)
     _commit(data_dir)
     _audit(data_dir, new_master, "keys.rotated", f"slots:{len(staged.slots)}")
     result.kept = [(s.slot_id, s.label) for s in staged.slots]
@@ -291,13 +278,12 @@ def rotate(
 
 def _checkpoint(path: Path, key: bytes) -> None:
     """Fold the WAL into the database and let SQLite remove -wal/-shm (last connection)."""
-    conn = sqlcipher3.connect(str(path), isolation_level=None)
+    conn = connect_keyed(path, key)
     try:
-        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    except sqlcipher3.DatabaseError:
-        raise StoreError(
-            "The database does not open with this key: it is damaged or belongs to other key slots."
-        ) from None
+    except sqlcipher3.DatabaseError as exc:
+        if is_disk_full(exc, path.parent):
+            raise DiskFull(path.parent) from None
+        raise StoreError(WRONG_KEY) from None
     finally:
         conn.close()

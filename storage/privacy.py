@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage import crypto, members
-from storage.db import Connection
+from storage.db import Connection, scrubbed
 
 # Other capabilities that keep personal data without a cascading foreign key add a cleanup
 # function here: fn(conn, member_id). Called by forget_member before the member row goes.
@@ -85,27 +85,19 @@ def summary(conn: Connection, member_id: int) -> Summary | None:
         )
     )
     follows, follows_all, rsvps = 0, False, 0
-    if _has_table(conn, "subscriptions"):
-        for case_id, mode in conn.execute(
-            "SELECT case_id, mode FROM subscriptions WHERE member_id = ?", (member_id,)
-        ):
-            if case_id == 0:
-                follows_all = mode != "off"
-            elif mode != "off":
-                follows += 1
-    if _has_table(conn, "rsvps"):
-        rsvps = conn.execute(
-            "SELECT count(*) FROM rsvps WHERE member_id = ?", (member_id,)
-        ).fetchone()[0]
+    for case_id, mode in conn.execute(
+        "SELECT case_id, mode FROM subscriptions WHERE member_id = ?", (member_id,)
+    ):
+        if case_id == 0:
+            follows_all = mode != "off"
+        elif mode != "off":
+            follows += 1
+    counted = conn.execute("SELECT count(*) FROM rsvps WHERE member_id = ?", (member_id,))
+    rsvps = counted.fetchone()[0]
     dialog = (
         conn.execute("SELECT 1 FROM conversations WHERE member_id = ?", (member_id,)).fetchone()
         is not None
     )
-    if not dialog and _has_table(conn, "report_drafts"):
-        dialog = (
-            conn.execute("SELECT 1 FROM report_drafts WHERE member_id = ?", (member_id,)).fetchone()
-            is not None
-        )
     return Summary(*row, transports, linked, follows, follows_all, rsvps, dialog)  # type: ignore[arg-type]
 
 
@@ -119,13 +111,6 @@ class Revoked:
     invites: int
     broadcasts: int
     messages: int
-
-
-def _has_table(conn: Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return row is not None
 
 
 def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float) -> bool:
@@ -160,19 +145,16 @@ def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float
         )
         bucket = "redeem:" + crypto.keyed_hash(index_key, f"{ident.transport}:{ident.address}")
         conn.execute("DELETE FROM rate_buckets WHERE bucket = ?", (bucket,))
-    if _has_table(conn, "broadcasts"):
-        conn.execute(
-            "UPDATE broadcasts SET state = 'cancelled', finished_at = coalesce(finished_at, ?) "
-            "WHERE author_id = ? AND state = 'draft'",
-            (now, member_id),
-        )
-        conn.execute(
-            "UPDATE broadcasts SET progress_transport = NULL, progress_chat = NULL "
-            "WHERE author_id = ?",
-            (member_id,),
-        )
-    if _has_table(conn, "rate_buckets"):
-        conn.execute("DELETE FROM rate_buckets WHERE bucket = ?", (f"wrote:{member_id}",))
+    conn.execute(
+        "UPDATE broadcasts SET state = 'cancelled', finished_at = coalesce(finished_at, ?) "
+        "WHERE author_id = ? AND state = 'draft'",
+        (now, member_id),
+    )
+    conn.execute(
+        "UPDATE broadcasts SET progress_transport = NULL, progress_chat = NULL WHERE author_id = ?",
+        (member_id,),
+    )
+    conn.execute("DELETE FROM rate_buckets WHERE bucket = ?", (f"wrote:{member_id}",))
     for hook in FORGET_HOOKS:
         hook(conn, member_id)
     # Member numbers must never be handed to someone else (audit rows, an admin's /promote N):
@@ -183,6 +165,7 @@ def forget_member(conn: Connection, member_id: int, index_key: bytes, now: float
         (MEMBER_ID_FLOOR, str(member_id)),
     )
     members.delete(conn, member_id)
+    scrubbed(conn)  # what was deleted must not live on in WAL frames
     return True
 
 
@@ -192,30 +175,26 @@ def revoke_member(conn: Connection, member_id: int, now: float) -> Revoked:
     members.set_role(conn, member_id, "activist")
     links = conn.execute("DELETE FROM case_members WHERE member_id = ?", (member_id,)).rowcount
     conn.execute("DELETE FROM conversations WHERE member_id = ?", (member_id,))
-    if _has_table(conn, "report_drafts"):
-        conn.execute("DELETE FROM report_drafts WHERE member_id = ?", (member_id,))
     invites = conn.execute(
         "UPDATE invites SET uses_left = 0 WHERE created_by = ? AND uses_left > 0 "
         "AND expires_at > ?",
         (member_id, now),
     ).rowcount
     stopped = 0
-    if _has_table(conn, "broadcasts"):
-        rows = conn.execute(
-            "SELECT id, state FROM broadcasts WHERE author_id = ? "
-            "AND state IN ('draft', 'running')",
-            (member_id,),
-        ).fetchall()
-        for bid, state in rows:
-            conn.execute("UPDATE broadcasts SET state = 'cancelled' WHERE id = ?", (bid,))
-            if state == "draft":
-                conn.execute("UPDATE broadcasts SET finished_at = ? WHERE id = ?", (now, bid))
-            conn.execute(
-                "UPDATE outbox SET state = 'cancelled', error = 'revoked', done_at = ? "
-                "WHERE broadcast_id = ? AND state = 'pending'",
-                (now, bid),
-            )
-        stopped = len(rows)
+    rows = conn.execute(
+        "SELECT id, state FROM broadcasts WHERE author_id = ? AND state IN ('draft', 'running')",
+        (member_id,),
+    ).fetchall()
+    for bid, state in rows:
+        conn.execute("UPDATE broadcasts SET state = 'cancelled' WHERE id = ?", (bid,))
+        if state == "draft":
+            conn.execute("UPDATE broadcasts SET finished_at = ? WHERE id = ?", (now, bid))
+        conn.execute(
+            "UPDATE outbox SET state = 'cancelled', error = 'revoked', done_at = ? "
+            "WHERE broadcast_id = ? AND state = 'pending'",
+            (now, bid),
+        )
+    stopped = len(rows)
     # Messages still queued to them: live report copies, alerts, replies. The text goes too.
     messages = conn.execute(
         "UPDATE outbox SET state = 'cancelled', error = 'revoked', done_at = ?, "
@@ -223,6 +202,7 @@ def revoke_member(conn: Connection, member_id: int, now: float) -> Revoked:
         "AND coalesce(json_extract(body, '$.kind'), 'message') != 'delete'",
         (now, member_id),
     ).rowcount
+    scrubbed(conn)
     return Revoked(links, invites, stopped, messages)
 
 

@@ -23,8 +23,8 @@ import json
 import struct
 from dataclasses import dataclass
 
-from storage import settings
-from storage.db import Connection
+from storage import crypto, settings
+from storage.db import Connection, scrubbed
 
 KINDS = ("visit", "call", "letter", "lawyer", "other")
 HEALTH = ("ok", "concern", "critical")
@@ -37,11 +37,11 @@ SCRUBBED_BODY = '{"text":""}'
 
 
 def report_info(report_id: int, case_id: int) -> bytes:
-    return f"vigil/report/v1|report={report_id}|case={case_id}".encode()
+    return crypto.aad("report/v1", report=report_id, case=case_id)
 
 
 def attachment_info(attachment_id: int, report_id: int) -> bytes:
-    return f"vigil/attachment/v1|attachment={attachment_id}|report={report_id}".encode()
+    return crypto.aad("attachment/v1", attachment=attachment_id, report=report_id)
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -409,46 +409,6 @@ def scrub_live_copies(conn: Connection) -> int:
             f"AND state IN ({marks}) AND body != ?",
             (SCRUBBED_BODY, low, high, *TERMINAL_STATES, SCRUBBED_BODY),
         ).rowcount
+    if changed:
+        scrubbed(conn)  # the old text must not live on in WAL frames
     return changed
-
-
-# --- drafts -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Draft:
-    member_id: int
-    purpose: str
-    step: str
-    data: bytes
-    detached: bool
-    updated_at: float
-
-
-def get_draft(conn: Connection, member_id: int) -> Draft | None:
-    row = conn.execute(
-        "SELECT member_id, purpose, step, data, detached, updated_at FROM report_drafts "
-        "WHERE member_id = ?",
-        (member_id,),
-    ).fetchone()
-    return Draft(row[0], row[1], row[2], bytes(row[3]), bool(row[4]), row[5]) if row else None
-
-
-def put_draft(
-    conn: Connection, member_id: int, purpose: str, step: str, data: bytes, now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO report_drafts (member_id, purpose, step, data, detached, updated_at) "
-        "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(member_id) DO UPDATE SET "
-        "purpose = excluded.purpose, step = excluded.step, data = excluded.data, "
-        "detached = 0, updated_at = excluded.updated_at",
-        (member_id, purpose, step, data, now),
-    )
-
-
-def delete_draft(conn: Connection, member_id: int) -> None:
-    conn.execute("DELETE FROM report_drafts WHERE member_id = ?", (member_id,))
-
-
-def purge_drafts(conn: Connection, cutoff: float) -> int:
-    return conn.execute("DELETE FROM report_drafts WHERE updated_at < ?", (cutoff,)).rowcount

@@ -46,7 +46,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from storage import conversations, inbox, invites, outbox, ratelimits, settings
+from storage import actions, conversations, inbox, invites, outbox, ratelimits, settings
 from storage.db import Connection
 
 log = logging.getLogger(__name__)
@@ -157,29 +157,13 @@ def _purge_audit(conn: Connection, cutoff: float) -> int:
     return conn.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
 
 
-def _purge_drafts(conn: Connection, cutoff: float) -> int:
-    return conn.execute("DELETE FROM report_drafts WHERE updated_at < ?", (cutoff,)).rowcount
-
-
 def _settle_rsvps(conn: Connection, cutoff: float) -> int:
-    try:
-        from storage import actions
-    except ImportError:  # the actions capability is not installed
-        return 0
-    settle = getattr(actions, "settle_past", None)
-    return int(settle(conn, cutoff)) if settle is not None else 0
-
-
-def _has_table(conn: Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return row is not None
+    return actions.settle_past(conn, cutoff)
 
 
 def enforce(conn: Connection, now: float, retention: Retention | None = None) -> dict[str, int]:
     """Delete everything older than its period; returns rows removed per table (counts only,
-    safe to log). Tables of capabilities that are not installed are skipped."""
+    safe to log)."""
     r = retention or current(conn)
     counts = {
         "inbox": inbox.purge_older_than(conn, now - r.inbox_keys),
@@ -188,17 +172,11 @@ def enforce(conn: Connection, now: float, retention: Retention | None = None) ->
         "invites": invites.purge_dead(conn, now),
         "rate_buckets": ratelimits.purge(conn, now - r.rate_buckets),
         "audit": _purge_audit(conn, now - r.audit),
+        "reports": _purge_reports(conn, now - r.report_bodies),
+        "urgent_alerts": _purge_alerts(conn, now - r.urgent_alerts),
+        "broadcasts": _purge_broadcasts(conn, now - r.broadcasts),
+        "rsvps": _settle_rsvps(conn, now - r.rsvps),
     }
-    optional = (
-        ("report_drafts", "report_drafts", _purge_drafts, r.wizard_state),
-        ("reports", "reports", _purge_reports, r.report_bodies),
-        ("urgent_alerts", "urgent_alerts", _purge_alerts, r.urgent_alerts),
-        ("broadcasts", "broadcasts", _purge_broadcasts, r.broadcasts),
-        ("rsvps", "rsvps", _settle_rsvps, r.rsvps),
-    )
-    for name, table, purge, period in optional:
-        if _has_table(conn, table):
-            counts[name] = purge(conn, now - period)
     return counts
 
 

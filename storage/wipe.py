@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.db import DB_FILE, Database, StoreError
+from storage.files import BACKUP_MAGIC, fsync_dir
 from storage.keys import SLOTS_FILE
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,6 @@ class WipeReport:
     deleted: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # files that are not Vigil's, kept
     directory_removed: bool = False
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def overwrite(path: Path, *, passes: int = 1) -> None:
@@ -108,11 +100,9 @@ def crypto_erase(path: Path) -> bool:
 
 
 def _is_backup(path: Path) -> bool:
-    from storage.backup import MAGIC
-
     try:
         with path.open("rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
+            return f.read(len(BACKUP_MAGIC)) == BACKUP_MAGIC
     except OSError:
         return False
 

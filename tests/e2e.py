@@ -98,10 +98,11 @@ class VigilProcess:
         return result
 
     def init(self) -> str:
-        """`vigil init`; returns the one-time admin invite code (the last line it prints)."""
+        """`vigil init`; returns the one-time admin invite code (the line after "Admin invite")."""
         out = self.cli("init").stdout
         lines = [line.strip() for line in out.splitlines() if line.strip()]
-        self.admin_code = lines[-1]
+        at = next(i for i, line in enumerate(lines) if line.startswith("Admin invite"))
+        self.admin_code = lines[at + 1]
         return self.admin_code
 
     def invite(self, role: str, *extra: str) -> tuple[str, list[str]]:

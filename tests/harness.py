@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import handlers  # noqa: F401  (registers every command)
-from bot.app import services_for
+from bot.app import default_registry, services_for
+from bot.capability import Registry
 from bot.config import Settings
 from bot.messages import Attachment, Incoming
-from bot.router import Router, Services
+from bot.router import Router
+from bot.services import Services
 from storage import cases, members
 from storage.store import Store
 
@@ -51,11 +52,18 @@ class Sent:
 
 
 class ChatHarness:
-    def __init__(self, store: Store, clock: Clock | None = None, services: Services | None = None):
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock | None = None,
+        services: Services | None = None,
+        registry: Registry | None = None,
+    ):
         self.store = store
         self.clock = clock or Clock()
         self.services = services or services_for(store, Settings(data_dir=store.data_dir))
-        self.router = Router(self.services, clock=self.clock)
+        self.registry = registry or default_registry()
+        self.router = Router(self.services, self.registry, clock=self.clock)
         self._keys = itertools.count(1)
         self.members: dict[str, int] = {}
 

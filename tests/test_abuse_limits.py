@@ -57,7 +57,7 @@ def test_invite_brute_force_is_locked_out_and_survives_a_restart(chat: ChatHarne
     for i in range(5):
         assert "not valid" in chat.say("mallory", f"/start AAAA-BBBB-CC{i:02d}")
     # A new process (new in-memory limiter): the lock-out is in the database.
-    chat.router = Router(chat.services, clock=chat.clock)
+    chat.router = Router(chat.services, chat.registry, clock=chat.clock)
     assert "Too many attempts" in chat.say("mallory", f"/start {good}")
     assert "Welcome" in chat.say("alice", f"/start {good}")  # others are not locked out
     rows = chat.run(lambda c: c.execute("SELECT bucket FROM rate_buckets").fetchall())

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from bot.router import Context, registry
+from bot.context import Context
 from handlers import actions as ha
+from handlers.common import zone
 from storage import cases, subscriptions
 from storage.store import unlock
 from tests.harness import PASSPHRASE, ChatHarness, Clock
@@ -435,7 +436,7 @@ def test_ten_thousand_reminders(net: ChatHarness) -> None:
 
         for i in range(10_000):
             start = t0 + 2 * HOUR + i * 3  # spread over about 8 hours
-            local = datetime.fromtimestamp(start, ha.zone("UTC"))
+            local = datetime.fromtimestamp(start, zone("UTC"))
             rule = rec.Rule("once", local.time().replace(second=0), on_date=local.date())
             ha.create_action(
                 conn,
@@ -626,7 +627,7 @@ def test_hearing_creates_moves_and_cancels_a_court_action(net: ChatHarness) -> N
 
 
 def test_hearing_hook_is_registered_and_replies(net: ChatHarness) -> None:
-    hook = registry.hooks["case_hearing_set"]
+    hook = ha.on_case_hearing_set
     case_id = net.run(lambda c: cases.by_slug(c, "nasrin").id)
 
     def call(conn: Any) -> None:

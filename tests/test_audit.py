@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.router import COORDINATORS, registry
+from bot.app import default_registry
+from bot.context import COORDINATORS
 from storage.store import init_network
 from tests.authz_world import World, build_world
 from tests.harness import PASSPHRASE, ChatHarness, Clock
@@ -37,7 +38,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def privileged() -> list[str]:
     return sorted(
         name
-        for name, cmd in registry.commands.items()
+        for name, cmd in default_registry().commands.items()
         if cmd.roles is not None and cmd.roles <= COORDINATORS
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli_admin import ProgressBar
+from bot.cli.common import ProgressBar
 from storage import backup, crypto, keyadmin, keys
 from storage.store import init_network, unlock
 from tests.authz_world import dump
@@ -254,7 +254,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr("bot.cli_admin.BAR_AFTER", 0.0)
+    monkeypatch.setattr("bot.cli.common.BAR_AFTER", 0.0)
     tty = Tty()
     bar = ProgressBar(tty)
     bar("snapshot", 5, 10)

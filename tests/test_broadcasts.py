@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.messages import Priority
 from handlers import broadcasts as engine
-from storage import broadcasts, cases, members, outbox
+from storage import audience, broadcasts, cases, members, outbox
 from tests.harness import ChatHarness
 
 
@@ -280,8 +280,8 @@ def test_case_segment_count_matches_the_fan_out(chat: ChatHarness) -> None:
     chat.run(lambda c: members.mark_unreachable(c, "console", "m9"))
     for slug in ("ales", "nasrin"):
         segment = f"case:{chat.run(lambda c, s=slug: cases.by_slug(c, s).id)}"
-        people, messages = chat.run(broadcasts.count, segment)
-        rows, _, done = chat.run(broadcasts.recipients, segment, 0, 1000)
+        people, messages = chat.run(audience.count, segment)
+        rows, _, done = chat.run(audience.chunk, segment, 0, 1000)
         reached = [r for r in rows if r.transport is not None]
         assert done and (people, messages) == (len({r.member_id for r in reached}), len(reached))
         assert people > 0

@@ -7,6 +7,7 @@ process with VIGIL_DATA_DIR / VIGIL_PASSPHRASE / VIGIL_INSECURE_FAST_KDF=1.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -120,3 +121,156 @@ def test_usage_errors_exit_2(data: Path) -> None:
     assert vigil("restore", data_dir=data).returncode == 2
     assert "Give both KIND and DAYS" in one_line_error(vigil("retention", "audit", data_dir=data))
     assert "between" in one_line_error(vigil("retention", "inbox_keys", "0.1", data_dir=data))
+
+
+# --- the CLI as a package: help, words for bad numbers, prompts ------------------------------
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += [sub, *_subparsers(sub)]
+    return out
+
+
+def test_every_subcommand_describes_every_argument() -> None:
+    from bot import cli
+
+    parsers = _subparsers(cli.parser())
+    assert len(parsers) >= 18
+    for p in parsers:
+        assert p.description, p.prog
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (p.prog, action.dest)
+        assert callable(p.get_default("func")) or any(
+            isinstance(a, argparse._SubParsersAction) for a in p._actions
+        ), p.prog
+
+
+def test_retention_help_lists_kinds_and_bounds(tmp_path: Path) -> None:
+    from storage import retention
+
+    text = vigil("retention", "--help", data_dir=tmp_path / "none").stdout
+    for kind in retention.KINDS:
+        assert kind in text
+    assert "7 to 3650 days" in text and "2 to 90 days" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("invite", "--role", "activist", "--uses", "many"), "--uses takes a whole number"),
+        (("invite", "--role", "activist", "--uses", "0"), "from 1 to 10000"),
+        (("retention", "audit", "lots"), "DAYS takes a number of days"),
+        (("retention", "audit", "-5"), "positive number of days"),
+        (("retention", "nonsense", "5"), "invalid choice"),
+    ],
+)
+def test_numbers_that_fail_to_parse_say_so_in_words(
+    tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    line = one_line_error(vigil(*args, data_dir=tmp_path / "none"))
+    assert words in line and "--help" in line
+
+
+class Terminal:
+    """getpass and isatty as a person at a terminal would answer them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *answers: str) -> None:
+        self.answers = list(answers)
+        self.prompts: list[str] = []
+        monkeypatch.setattr("getpass.getpass", self.ask)
+        monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+
+    def ask(self, prompt: str = "") -> str:
+        self.prompts.append(prompt)
+        return self.answers.pop(0)
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *argv: str) -> int:
+    from bot import cli
+
+    for name in ("VIGIL_PASSPHRASE", "VIGIL_PASSPHRASE_FILE", "VIGIL_NEW_PASSPHRASE",
+                 "VIGIL_CONFIG"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIGIL_DATA_DIR", str(data_dir))
+    return cli.main(list(argv))
+
+
+def test_init_checks_the_length_before_asking_for_the_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    term = Terminal(monkeypatch, "short")
+    assert _cli(monkeypatch, tmp_path / "d", "init") == 2
+    assert term.prompts == ["Passphrase: "]  # no "Repeat" for a passphrase already refused
+    assert "at least 8 characters" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    term = Terminal(monkeypatch, PASSPHRASE, PASSPHRASE)
+    assert _cli(monkeypatch, tmp_path / "d", "init") == 0
+    assert term.prompts == ["Passphrase: ", "Repeat the passphrase: "]
+    out = capsys.readouterr().out
+    assert "vigil keys sealing-new --out sealing.key" in out
+    assert "vigil keys sealing-import sealing.key.pub" in out
+    assert out.strip().splitlines()[-1].startswith("Both commands show the same eight words")
+
+
+def test_keys_add_asks_for_an_existing_then_the_new_passphrase(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = "the new holder's passphrase"
+    term = Terminal(monkeypatch, PASSPHRASE, new, new)
+    assert _cli(monkeypatch, data, "keys", "add", "--label", "maria") == 0
+    assert term.prompts == [
+        "An existing passphrase of this network: ",
+        "The new passphrase: ",
+        "Repeat the new passphrase: ",
+    ]
+    term = Terminal(monkeypatch, PASSPHRASE, "short")
+    assert _cli(monkeypatch, data, "keys", "add") == 2
+    assert len(term.prompts) == 2  # refused before the repeat
+    assert "at least" in capsys.readouterr().err
+
+
+def test_status_shows_the_sealing_key_words_or_none(data: Path, tmp_path: Path) -> None:
+    shown = vigil("status", data_dir=data).stdout
+    assert "sealing key    none — reports are refused" in shown
+    env = {"VIGIL_SEALING_PASSPHRASE": "a sealing passphrase of length"}
+    key = tmp_path / "s.key"
+    made = vigil("keys", "sealing-new", "--out", str(key), data_dir=tmp_path / "laptop",
+                 passphrase=None, extra=env)  # fmt: skip
+    words = made.stdout.split("Its words: ")[1].splitlines()[0]
+    assert vigil("keys", "sealing-import", f"{key}.pub", data_dir=data).returncode == 0
+    assert f"sealing key    {words}" in vigil("status", data_dir=data).stdout
+
+
+def test_retention_report_bodies_warns_how_many_and_asks(data: Path) -> None:
+    from storage.store import unlock
+
+    store = unlock(data, PASSPHRASE)
+    store.db.run_sync(
+        lambda c: c.execute(
+            "INSERT INTO cases (slug, name, visibility, created_at) VALUES ('c', 'C', 'public', 0)"
+        )
+    )
+    for age_days in (400, 200, 100, 10):
+        store.db.run_sync(
+            lambda c, a=age_days: c.execute(
+                "INSERT INTO reports (case_id, created_at, source, urgent, key_id, sealed) "
+                "VALUES (1, strftime('%s','now') - ? * 86400, 'line', 0, 'k', X'00')",
+                (a,),
+            )
+        )
+    store.close()  # fmt: skip
+    refused = vigil("retention", "report_bodies", "90", data_dir=data)
+    line = one_line_error(refused)
+    assert "deletes 2 report(s)" in line and "--yes" in line  # 200 and 100 days old
+    assert "deletes 2 report(s) older than that" in refused.stdout
+    assert "365 days" in vigil("retention", data_dir=data).stdout.split("report_bodies")[1][:30]
+    done = vigil("retention", "report_bodies", "90", "--yes", data_dir=data)
+    assert done.returncode == 0 and "report_bodies        90 days" in done.stdout
+    quiet = vigil("retention", "report_bodies", "365", data_dir=data)  # deletes none: no question
+    assert quiet.returncode == 0

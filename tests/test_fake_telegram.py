@@ -375,6 +375,7 @@ async def test_file_upload_and_download_roundtrip(fake: FakeTelegram, bot: Bot) 
     assert again.photo[-1].file_id == update.message.photo[-1].file_id
     with pytest.raises(BadRequest, match=r"(?i)wrong file"):
         await bot.get_file("nope")
+    assert fake.stats.downloads == 2  # what the fakes count as "downloaded"
     fake.assert_no_violations()
 
 
@@ -386,6 +387,33 @@ async def test_group_messages_respect_privacy_mode(fake: FakeTelegram, bot: Bot)
     assert update.update_id == cmd.update_id and update.message.chat.type == "supergroup"
     reply = await bot.send_message(GROUP, "Cases: …")
     assert reply.chat.id == GROUP and reply.message_id == 3
+
+
+async def test_added_to_a_group_and_leaving_it(fake: FakeTelegram, bot: Bot) -> None:
+    fake.add_group(GROUP, "Supporters", type="supergroup")
+    fake.add_group(-1001234, "News", type="channel")
+    uid = fake.bot_added_to(GROUP, ANA)
+    fake.bot_added_to(-1001234, BEN, status="administrator")
+    added, as_admin = await bot.get_updates(
+        timeout=0, allowed_updates=["message", "my_chat_member"]
+    )
+    assert added.update_id == uid and added.my_chat_member.chat.id == GROUP
+    assert added.my_chat_member.from_user.id == ANA
+    assert added.my_chat_member.new_chat_member.status == "member"
+    assert as_admin.my_chat_member.new_chat_member.status == "administrator"
+    assert await bot.leave_chat(GROUP) is True
+    assert fake.left_chats == [GROUP] and fake.chat(GROUP).bot_removed
+    with pytest.raises(Forbidden, match="not a member"):
+        await bot.leave_chat(GROUP)
+    with pytest.raises(Forbidden, match="kicked"):
+        await bot.send_message(GROUP, "still here?")
+    with pytest.raises(BadRequest, match="private chats"):
+        await bot.leave_chat(ANA)
+    # Leaving is itself a my_chat_member update, from the bot.
+    (left,) = await bot.get_updates(offset=as_admin.update_id + 1, timeout=0)
+    assert left.my_chat_member.new_chat_member.status == "left"
+    assert left.my_chat_member.from_user.id == fake.bot_id
+    fake.assert_no_violations()
 
 
 def test_threaded_mode_serves_sync_code() -> None:

@@ -9,7 +9,6 @@ disguise it (direction overrides, NUL and other controls).
 
 from __future__ import annotations
 
-import dataclasses
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.app import default_registry
+from bot.capability import Command, may_use
+from bot.context import UserError
 from bot.messages import MAX_TEXT_CHARS
-from bot.router import Command, UserError, may_use, registry
 from storage import members
 from storage.store import init_network
 from tests.authz_world import ROLES, World, build_world
@@ -85,31 +86,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     store = init_network(data_dir, PASSPHRASE)
     w = build_world(ChatHarness(store, Clock()))
     raised: list[BaseException] = []
-    originals = dict(registry.commands)
-    flows = dict(registry.flows)
+    dispatch = w.chat.router._dispatch
 
-    def wrap(fn: Any) -> Any:
-        def run(ctx: Any, args: str) -> None:
-            try:
-                fn(ctx, args)
-            except BaseException as exc:
-                raised.append(exc)
-                raise
+    def recording(ctx: Any) -> None:
+        try:
+            dispatch(ctx)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
 
-        return run
-
-    for name, cmd in originals.items():
-        registry.commands[name] = dataclasses.replace(cmd, handler=wrap(cmd.handler))
-    for name, fn in flows.items():
-        registry.flows[name] = wrap(fn)
+    w.chat.router._dispatch = recording  # type: ignore[method-assign]
     w.raised = raised  # type: ignore[attr-defined]
     try:
         yield w
     finally:
-        registry.commands.clear()
-        registry.commands.update(originals)
-        registry.flows.clear()
-        registry.flows.update(flows)
         store.close()
 
 
@@ -161,14 +151,15 @@ def check(
                     assert not bad, f"{label}: stored {bad!r} in {table}"
 
 
-COMMANDS = sorted(registry.commands)
+REGISTRY = default_registry()
+COMMANDS = sorted(REGISTRY.commands)
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(args=hostile_args())
 def test_command_arguments(world: World, name: str, args: str) -> None:
-    role = pick_role(registry.commands[name])
+    role = pick_role(REGISTRY.commands[name])
     check(world, role, (f"/{name} {args}",), f"/{name} as {role}",
           stored=name not in FINDINGS, tolerate=name in CRASH_FINDINGS)  # fmt: skip
 
@@ -180,7 +171,7 @@ def test_command_arguments(world: World, name: str, args: str) -> None:
 )  # fmt: skip
 def test_known_crashes(world: World, name: str) -> None:
     message = CRASH_FINDINGS[name][0]
-    check(world, pick_role(registry.commands[name]), (message,), message)
+    check(world, pick_role(REGISTRY.commands[name]), (message,), message)
 
 
 def test_number_arguments_in_every_script(world: World) -> None:
@@ -189,7 +180,7 @@ def test_number_arguments_in_every_script(world: World) -> None:
     for name in COMMANDS:
         if name in CRASH_FINDINGS:
             continue
-        role = pick_role(registry.commands[name])
+        role = pick_role(REGISTRY.commands[name])
         for arg in ("²", "#²", "١٢", "² x", "alpha ²", "99999999999999999999", "-0", "1e9"):
             check(world, role, (f"/{name} {arg}",), f"/{name} {arg}")
 
@@ -241,7 +232,7 @@ def test_every_role_survives_the_worst_strings(world: World) -> None:
 
 def test_lone_surrogates_are_answered_cleanly(world: World) -> None:
     for name in ("case", "subscribe", "letters", "schedule", "update", "wrote"):
-        cmd = registry.commands[name]
+        cmd = REGISTRY.commands[name]
         check(world, pick_role(cmd), (f"/{name} x\ud800y",), f"/{name}")
 
 

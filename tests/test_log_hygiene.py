@@ -118,7 +118,9 @@ def test_no_secret_or_personal_datum_in_any_log(
     with vigil_process(tmp_path, env, start=False) as v:
         assert v.admin_code
         codes.append(v.admin_code)
-        cli(v, "keys", "sealing-new", "--out", str(tmp_path / "sealing.key"))
+        laptop = {"VIGIL_DATA_DIR": str(tmp_path / "offline-laptop")}  # no network there
+        cli(v, "keys", "sealing-new", "--out", str(tmp_path / "sealing.key"), extra=laptop)
+        cli(v, "keys", "sealing-import", str(tmp_path / "sealing.key.pub"))
         v.start()
         sig.wait_for_clients_blocking(1, timeout=15)
 

@@ -138,14 +138,13 @@ def test_command_flood_gets_one_warning(chat: ChatHarness) -> None:
 
 
 def test_failing_handler_rolls_back_and_answers(chat: ChatHarness, monkeypatch) -> None:
-    from bot.router import registry
+    from bot.capability import Command
 
     def broken(ctx, args):
         ctx.audit("half.done", None)
         raise RuntimeError("boom with secret text")
 
-    monkeypatch.setitem(registry.commands, "help", registry.commands["help"].__class__(
-        "help", broken, None, "x", 0))  # fmt: skip
+    monkeypatch.setitem(chat.registry.commands, "help", Command("help", broken, None, "x", 0))
     assert "Nothing was changed" in chat.say("ann", "/help")
     assert chat.run(lambda c: c.execute("SELECT count(*) FROM audit").fetchone()[0]) == 0
 

@@ -1,7 +1,8 @@
 """End to end: the /report wizard over Telegram and Signal (issue #5), `vigil run` as a subprocess.
 
 An operator's setup, as the docs describe it: `vigil init`, `vigil keys sealing-new --out FILE`
-(the key file's passphrase from VIGIL_SEALING_PASSPHRASE, given to that command only), then
+on a machine without the network (the key file's passphrase from VIGIL_SEALING_PASSPHRASE,
+given to that command only), `vigil keys sealing-import FILE.pub` on the server, then
 `vigil run` against the fakes. The administrator from `vigil init` redeems the printed code,
 creates a case with /newcase and invites a relative with /invite family SLUG. The relative goes
 through every step of the wizard the way a person does it: pressing the inline buttons on
@@ -54,12 +55,15 @@ def make_sealing_key(v: VigilProcess) -> Path:
     The key file lands outside the data dir, as the docs ask."""
     out = v.workdir / "sealing-key.json"
     v.env["VIGIL_SEALING_PASSPHRASE"] = SEALING_PASSPHRASE
+    v.env["VIGIL_DATA_DIR"], server = str(v.workdir / "offline-laptop"), v.env["VIGIL_DATA_DIR"]
     try:
         printed = v.cli("keys", "sealing-new", "--out", str(out)).stdout
     finally:
         del v.env["VIGIL_SEALING_PASSPHRASE"]  # `vigil run` never needs it
+        v.env["VIGIL_DATA_DIR"] = server
     assert "Sealing key written" in printed
     assert out.exists()
+    v.cli("keys", "sealing-import", f"{out}.pub")
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.messages import Attachment, Incoming, Priority
-from bot.router import CommandRateLimiter, registry
+from bot.router import CommandRateLimiter
 from handlers import reports as h
 from storage import cases as case_store
 from storage import crypto, reports
@@ -79,14 +79,14 @@ def test_wizard_end_to_end(net: ChatHarness, keypair: crypto.SealingKeyPair) -> 
     said: list[Sent] = []
     for text in [
         "/report",
-        "/r kind visit",
-        "/r date yesterday",
-        "/r health concern",
+        "/pick kind visit",
+        "/pick date yesterday",
+        "/pick health concern",
         "The cell is cold and damp",
-        "/r need medicine",
-        "/r need letters",
-        "/r need medicine",  # a second tap takes it back
-        "/r need done",
+        "/pick needs medicine",
+        "/pick needs letters",
+        "/pick needs medicine",  # a second tap takes it back
+        "/pick needs done",
         "He asked for books",
     ]:
         said += net.send("rana", text)
@@ -126,24 +126,24 @@ def test_wizard_end_to_end(net: ChatHarness, keypair: crypto.SealingKeyPair) -> 
     again = net.send("rana", "", attachments=(photo(b"\xff\xd8\xff\xda\x00\x02yy\xff\xd9"),))
     assert to(again, "coo") == []
     assert net.run(reports.get, rep.id).attachments == 3
-    assert "Thank you" in net.say("rana", "/r more done")
-    assert rows(net, "SELECT count(*) FROM report_drafts")[0][0] == 0
+    assert "Thank you" in net.say("rana", "/pick more done")
+    assert rows(net, "SELECT count(*) FROM conversations")[0][0] == 0
 
 
 def test_cancel_ends_the_wizard_and_old_buttons_do_nothing(net: ChatHarness) -> None:
     net.say("rana", "/report")
-    net.say("rana", "/r kind visit")
+    net.say("rana", "/pick kind visit")
     assert "Cancelled" in net.say("rana", "/cancel")
-    assert "no longer open" in net.say("rana", "/r date today")
+    assert "menu has closed" in net.say("rana", "/pick date today")
     assert "did not understand" in net.say("rana", "my words")
     assert report_rows(net) == []
-    assert rows(net, "SELECT count(*) FROM report_drafts")[0][0] == 0
+    assert rows(net, "SELECT count(*) FROM conversations")[0][0] == 0
 
 
 def test_another_command_abandons_the_wizard(net: ChatHarness) -> None:
     net.say("rana", "/report")
     net.say("rana", "/help")
-    assert "no longer open" in net.say("rana", "/r kind visit")
+    assert "menu has closed" in net.say("rana", "/pick kind visit")
     assert "nothing to skip" in net.say("rana", "/skip")
 
 
@@ -151,9 +151,9 @@ def test_skip_typed_answers_and_bad_input(net: ChatHarness, keypair) -> None:
     net.say("rana", "/report")
     bad = net.send("rana", "banana")
     assert "Please choose one of the answers" in bad[-1].text
-    assert ["Visit", "/r kind visit"] in bad[-1].choices  # the question comes again
+    assert ["Visit", "/pick kind visit"] in bad[-1].choices  # the question comes again
     assert "When was it" in net.say("rana", "/skip")
-    assert "Type the date" in net.say("rana", "/r date other")
+    assert "Type the date" in net.say("rana", "/pick date other")
     assert "could not read that date" in net.say("rana", "31.02.2026")
     assert "could not read that date" in net.say("rana", "2031-01-01")  # in the future
     assert "health" in net.say("rana", "20.09.2026")
@@ -172,10 +172,10 @@ def test_skip_typed_answers_and_bad_input(net: ChatHarness, keypair) -> None:
 
 def test_a_button_from_an_earlier_question_asks_again(net: ChatHarness) -> None:
     net.say("rana", "/report")
-    net.say("rana", "/r kind call")
-    reply = net.say("rana", "/r kind visit")
+    net.say("rana", "/pick kind call")
+    reply = net.say("rana", "/pick kind visit")
     assert "earlier question" in reply and "When was it" in reply
-    assert "health" in net.say("rana", "/r date today")
+    assert "health" in net.say("rana", "/pick date today")
 
 
 def test_empty_report_is_not_sent(net: ChatHarness) -> None:
@@ -189,12 +189,12 @@ def test_empty_report_is_not_sent(net: ChatHarness) -> None:
 def test_draft_lost_after_a_restart(net: ChatHarness) -> None:
     net.say("rana", "/report")
     net.services.draft_key = crypto.random_bytes()  # a restart: a new in-memory draft key
-    assert "lost when the bot restarted" in net.say("rana", "/r kind visit")
+    assert "lost when the bot restarted" in net.say("rana", "/pick kind visit")
     assert report_rows(net) == []
 
 
 def test_a_wizard_photo_too_large_is_asked_again(net: ChatHarness) -> None:
-    for text in ["/report", "/r kind visit", "/skip", "/skip", "/skip", "/skip", "/skip"]:
+    for text in ["/report", "/pick kind visit", "/skip", "/skip", "/skip", "/skip", "/skip"]:
         net.say("rana", text)
     empty = Attachment("document", "f", "application/pdf", 99_000_000, "big.pdf", None)
     assert "could not receive that file" in net.say("rana", "", attachments=(empty,))
@@ -224,8 +224,8 @@ def test_several_cases_name_the_case_or_are_asked(net: ChatHarness, keypair) -> 
     net.member("mira", "family", family_of=("nasrin", "ales"))
     asked = net.send("mira", "/report They were moved")
     assert "Which case" in asked[-1].text
-    assert [c[1] for c in asked[-1].choices] == ["/r case ales", "/r case nasrin"]
-    assert "Ales B." in net.say("mira", "/r case ales")
+    assert [c[1] for c in asked[-1].choices] == ["/pick case ales", "/pick case nasrin"]
+    assert "Ales B." in net.say("mira", "/pick case ales")
     assert "Nasrin S." in net.say("mira", "/report nasrin All fine")
     first, second = report_rows(net)
     assert first.case_id != second.case_id
@@ -246,7 +246,7 @@ def test_relatives_report_only_for_their_own_case(net: ChatHarness, keypair) -> 
     net.member("mira", "family", family_of=("nasrin", "ales"))
     net.case("third", "Third P.", "restricted")
     assert "Which case" in net.say("mira", "/report hello")
-    assert "Please choose one of the cases" in net.say("mira", "/r case third")
+    assert "Please choose one of the cases" in net.say("mira", "/pick case third")
     assert len(report_rows(net)) == 1
     # they do not see the other restricted case, and the answer is the one for no case
     assert net.say("bo", "/case nasrin") == net.say("bo", "/case no-such-case")
@@ -437,8 +437,10 @@ def test_publish_needs_text_and_calls_the_alert_hook(
     net: ChatHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[int, int]] = []
-    monkeypatch.setitem(
-        registry.hooks, "case_update_published", lambda ctx, c, u: calls.append((c, u))
+    from handlers.reports import commands as report_commands
+
+    monkeypatch.setattr(
+        report_commands, "on_case_update_published", lambda ctx, c, u: calls.append((c, u))
     )
     net.say("rana", "/report Private: he was beaten")
     assert "Write the public text yourself" in net.say("coo", "/publish 1")
@@ -454,21 +456,15 @@ def test_publish_needs_text_and_calls_the_alert_hook(
     assert "published" in net.say("coo", "/reports nasrin")
 
 
-def test_jobs_register_once_with_the_scheduler() -> None:
-    from bot import scheduler as sched
+async def test_the_app_scheduler_runs_the_reports_jobs(store) -> None:
+    from bot.app import default_registry
+    from bot.scheduler import Scheduler
 
-    class FakeScheduler:
-        def __init__(self) -> None:
-            self.jobs: dict[str, tuple[object, float]] = {}
-
-        def every_db(self, name: str, fn: object, seconds: float) -> None:
-            self.jobs[name] = (fn, seconds)
-
-    s = FakeScheduler()
-    assert h.register_jobs in sched.REGISTRARS
-    h.register_jobs(s)
-    h.register_jobs(s)  # twice is harmless
-    assert s.jobs == {
-        "reports-urgent": (h.minute_job, 60),
-        "reports-checkin": (h.checkin_due, 900),
-    }
+    registry = default_registry()
+    s = Scheduler(store.db, lambda: None, jobs=registry.jobs)
+    s.start()
+    try:
+        every = {j.id: j.trigger.interval.total_seconds() for j in s.aps.get_jobs()}
+    finally:
+        s.stop()
+    assert every["reports-urgent"] == 60 and every["reports-checkin"] == 900

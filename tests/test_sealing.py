@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from bot import cli, cli_reports
+from bot import cli
 from bot.messages import Attachment
 from bot.router import CommandRateLimiter
 from handlers import reports as h
-from storage import crypto, keys, outbox, reports
-from storage.store import Store
+from storage import crypto, keys, outbox, reports, sealkey
+from storage.store import Store, init_network, unlock
 from tests.harness import PASSPHRASE, ChatHarness
 
 SENTINEL = "SENTINEL-7f3a9c-report-words"
@@ -96,15 +96,15 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *argv: str, pw: str
 def test_report_words_are_only_sealed(store: Store, data_dir: Path) -> None:
     pair = crypto.sealing_keypair()
     chat = network(ChatHarness(store), pair.public)
-    for text in ["/report", "/r kind visit", "/r date today", "/r health concern"]:
+    for text in ["/report", "/pick kind visit", "/pick date today", "/pick health concern"]:
         chat.say("rana", text)
     chat.say("rana", f"cold cell {SENTINEL}")
     # Mid-wizard, the answers are in the draft, encrypted under a key held only in memory.
     assert scan_db(chat, SENTINEL) == []
-    chat.say("rana", "/r need done")
+    chat.say("rana", "/pick needs done")
     chat.say("rana", f"he said {SENTINEL}")
     chat.send("rana", "", attachments=(photo(SENTINEL.encode()),))
-    chat.say("rana", "/r more done")
+    chat.say("rana", "/pick more done")
     chat.say("rana", f"/report one line {SENTINEL}")
     chat.say("rana", f"/urgent taken away {SENTINEL}")
 
@@ -165,32 +165,142 @@ def test_a_sealed_blob_does_not_open_in_another_row(store: Store) -> None:
 # --- the key file and the export ---------------------------------------------------------------
 
 
-def test_sealing_new_writes_a_wrapped_key_and_stores_the_public_half(
+def make_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path) -> Path:
+    """The documented flow: sealing-new on a "laptop" with no data dir, then sealing-import."""
+    key = tmp_path / "sealing.key"
+    laptop = tmp_path / "laptop-has-no-network"
+    assert cli_run(monkeypatch, laptop, "keys", "sealing-new", "--out", str(key)) == 0
+    assert not laptop.exists()
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-import", f"{key}.pub") == 0
+    return key
+
+
+def test_sealing_new_offline_then_import_shows_the_same_words(
     store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    out = tmp_path / "sealing.key"
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(out)) == 0
-    assert out.stat().st_mode & 0o777 == 0o600
-    doc = json.loads(out.read_text())
+    key = tmp_path / "sealing.key"
+    laptop = tmp_path / "laptop"
+    assert cli_run(monkeypatch, laptop, "keys", "sealing-new", "--out", str(key)) == 0
+    made = capsys.readouterr().out
+    assert not laptop.exists()  # no data dir needed, none created
+    pub = Path(f"{key}.pub")
+    for path in (key, pub):
+        assert path.stat().st_mode & 0o777 == 0o600
+    doc, pub_doc = json.loads(key.read_text()), json.loads(pub.read_text())
     assert doc["kind"] == "vigil-sealing-key" and doc["kdf"] == "argon2id"
-    slots = keys.KeySlots.load(data_dir)
-    assert slots.sealing_public is not None
-    assert crypto.key_fingerprint(slots.sealing_public) == doc["key_id"]
-    assert store.db.run_sync(reports.pinned_key) == doc["key_id"]
-    private, public, _ = cli_reports.load_key_file(out, SEALING_PW)
-    assert public == slots.sealing_public and crypto.sealing_public_of(private) == public
-    assert "restart" in capsys.readouterr().out
+    assert pub_doc["kind"] == "vigil-sealing-public-key" and "wrapped" not in pub_doc
+    words = sealkey.fingerprint_words(base64.b64decode(pub_doc["public"]))
+    assert len(words.split()) == 8 and words in made and pub_doc["words"] == words
+    assert "sealing-import sealing.key.pub" in made
 
-    again = tmp_path / "again.key"
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(again)) == 2
-    assert "--replace" in capsys.readouterr().err and not again.exists()
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(out)) == 2
-    args = ("keys", "sealing-new", "--replace", "--out", str(again))
-    assert cli_run(monkeypatch, data_dir, *args, pw="short") == 2
-    assert cli_run(monkeypatch, data_dir, *args, pw=PASSPHRASE) == 2
-    assert "must differ" in capsys.readouterr().err
-    assert cli_run(monkeypatch, data_dir, *args) == 0
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-import", str(pub)) == 0
+    assert words in capsys.readouterr().out
+    slots = keys.KeySlots.load(data_dir)
+    assert slots.sealing_public == base64.b64decode(pub_doc["public"])
+    assert store.db.run_sync(reports.pinned_key) == doc["key_id"]
+    private, public, _ = sealkey.load_private(key, SEALING_PW)
+    assert public == slots.sealing_public and crypto.sealing_public_of(private) == public
+    actions = store.db.run_sync(lambda c: c.execute("SELECT action FROM audit").fetchall())
+    assert ("keys.sealing_imported",) in actions
+
+    # The same file again: nothing to do. Another key: only with --replace.
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-import", str(pub)) == 0
+    assert "already" in capsys.readouterr().out
+    other = tmp_path / "other.key"
+    assert cli_run(monkeypatch, laptop, "keys", "sealing-new", "--out", str(other)) == 0
+    capsys.readouterr()
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-import", f"{other}.pub") == 2
+    assert "--replace" in capsys.readouterr().err
+    assert keys.KeySlots.load(data_dir).sealing_public == public
+    argv = ("keys", "sealing-import", "--replace", f"{other}.pub")
+    assert cli_run(monkeypatch, data_dir, *argv) == 0
+    assert "replaces the key" in capsys.readouterr().out
     assert keys.KeySlots.load(data_dir).sealing_public != public
+
+
+def test_sealing_new_refuses_beside_a_network_unless_on_server(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 2
+    assert "offline computer" in capsys.readouterr().err and not key.exists()
+    argv = ("keys", "sealing-new", "--on-server", "--out", str(key))
+    assert cli_run(monkeypatch, data_dir, *argv, pw="short") == 2
+    assert cli_run(monkeypatch, data_dir, *argv, pw=PASSPHRASE) == 2
+    assert "must differ" in capsys.readouterr().err and not key.exists()
+    assert cli_run(monkeypatch, data_dir, *argv) == 0
+    out = capsys.readouterr()
+    assert "generated on this server" in out.err and "restart" in out.out
+    _private, public, key_id = sealkey.load_private(key, SEALING_PW)
+    assert keys.KeySlots.load(data_dir).sealing_public == public
+    assert store.db.run_sync(reports.pinned_key) == key_id
+    assert sealkey.fingerprint_words(public) in out.out
+    # A second key on the server only with --replace.
+    again = tmp_path / "again.key"
+    assert cli_run(monkeypatch, data_dir, *argv[:-1], str(again)) == 2
+    assert "--replace" in capsys.readouterr().err and not again.exists()
+    assert cli_run(monkeypatch, data_dir, *argv[:-1], str(again), "--replace") == 0
+    assert keys.KeySlots.load(data_dir).sealing_public != public
+    # Existing files are never overwritten.
+    assert cli_run(monkeypatch, tmp_path / "x", "keys", "sealing-new", "--out", str(key)) == 2
+
+
+def test_a_damaged_or_foreign_public_key_file_is_refused(
+    store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = tmp_path / "sealing.key"
+    assert cli_run(monkeypatch, tmp_path / "laptop", "keys", "sealing-new", "--out", str(key)) == 0
+    pub = Path(f"{key}.pub")
+    doc = json.loads(pub.read_text())
+    doc["public"] = base64.b64encode(crypto.sealing_keypair().public).decode()  # id no longer fits
+    bad = tmp_path / "bad.pub"
+    bad.write_text(json.dumps(doc))
+    junk = tmp_path / "junk.pub"
+    junk.write_text("{not json")
+    before = keys.KeySlots.load(data_dir).sealing_public
+    capsys.readouterr()
+    for path, expected in [
+        (bad, "damaged"),
+        (junk, "not a Vigil"),
+        (tmp_path / "no.pub", "Cannot"),
+    ]:
+        assert cli_run(monkeypatch, data_dir, "keys", "sealing-import", str(path)) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1
+    assert keys.KeySlots.load(data_dir).sealing_public == before
+
+
+def test_offline_round_trip_through_the_real_command(tmp_path: Path, data_dir: Path) -> None:
+    """Issue 13's round trip with `vigil` as an operator runs it: generate on a machine with no
+    data dir, import on the server, a relative reports (chat harness), export opens it."""
+    from tests.cli_helpers import vigil
+
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    key = laptop / "sealing.key"
+    env = {"VIGIL_SEALING_PASSPHRASE": SEALING_PW}
+    made = vigil("keys", "sealing-new", "--out", str(key), data_dir=laptop / "none",
+                 passphrase=None, extra=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert not (laptop / "none").exists()
+    init_network(data_dir, PASSPHRASE).close()
+    imported = vigil("keys", "sealing-import", f"{key}.pub", data_dir=data_dir)
+    assert imported.returncode == 0, imported.stderr
+    words = made.stdout.split("Its words: ")[1].splitlines()[0]
+    assert f"Its words: {words}" in imported.stdout
+
+    store = unlock(data_dir, PASSPHRASE)
+    try:
+        chat = network(ChatHarness(store), keys.KeySlots.load(data_dir).sealing_public)
+        chat.say("rana", f"/report visit today {SENTINEL}")
+    finally:
+        store.close()
+    out = tmp_path / "export.json"
+    exported = vigil("reports", "export", "--sealing-key", str(key), "--out", str(out),
+                     data_dir=data_dir, extra=env)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    (report,) = json.loads(out.read_text())["reports"]
+    assert SENTINEL in report["body"]["text"]
 
 
 def _seed_reports(store: Store, data_dir: Path) -> ChatHarness:
@@ -200,9 +310,9 @@ def _seed_reports(store: Store, data_dir: Path) -> ChatHarness:
         f'/report =HYPERLINK("http://evil") {SENTINEL}',
         attachments=(photo(b"PHOTO-" + SENTINEL.encode()),),
     )
-    for text in ["/report", "/r kind letter", "/r date today", "/r health critical"]:
+    for text in ["/report", "/pick kind letter", "/pick date today", "/pick health critical"]:
         chat.say("rana", text)
-    for text in ["no heating", "/r need medicine", "/r need done", "/skip", "/skip"]:
+    for text in ["no heating", "/pick needs medicine", "/pick needs done", "/skip", "/skip"]:
         chat.say("rana", text)
     return chat
 
@@ -210,8 +320,7 @@ def _seed_reports(store: Store, data_dir: Path) -> ChatHarness:
 def test_export_json_and_csv_with_the_right_key(
     store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    key = tmp_path / "sealing.key"
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    key = make_key(monkeypatch, tmp_path, data_dir)
     _seed_reports(store, data_dir)
     capsys.readouterr()
 
@@ -246,13 +355,10 @@ def test_export_json_and_csv_with_the_right_key(
 def test_export_with_a_wrong_key_fails_cleanly(
     store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    key = tmp_path / "sealing.key"
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    key = make_key(monkeypatch, tmp_path, data_dir)
     _seed_reports(store, data_dir)
     other = tmp_path / "other.key"
-    other.write_text(
-        json.dumps(cli_reports.key_file_document(crypto.sealing_keypair(), SEALING_PW))
-    )
+    other.write_text(json.dumps(sealkey.private_document(crypto.sealing_keypair(), SEALING_PW)))
     capsys.readouterr()
     out = tmp_path / "x.json"
 
@@ -278,8 +384,7 @@ def test_export_with_a_wrong_key_fails_cleanly(
 def test_export_reports_damaged_rows(
     store: Store, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    key = tmp_path / "sealing.key"
-    assert cli_run(monkeypatch, data_dir, "keys", "sealing-new", "--out", str(key)) == 0
+    key = make_key(monkeypatch, tmp_path, data_dir)
     _seed_reports(store, data_dir)
     # A blob moved to another row (someone tampering with the archive) no longer opens.
     store.db.run_sync(

@@ -8,9 +8,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.messages import Priority
-from bot.router import registry
 from handlers import broadcasts as engine
 from handlers import subscriptions as alerts
+from handlers.subscriptions import on_case_update_published
 from storage import cases, members
 from tests.harness import ChatHarness
 
@@ -135,13 +135,13 @@ def test_restricted_case_alerts_reach_only_those_who_may_see_it(chat: ChatHarnes
 def test_published_hook_alerts_once_per_update(chat: ChatHarness) -> None:
     network(chat)
     chat.say("ann", "/subscribe ales")
-    hook = registry.hooks["case_update_published"]
+    hook = on_case_update_published
 
     def publish(conn: Any) -> int:
         case = cases.by_slug(conn, "ales")
         update_id = cases.add_update(conn, case.id, "Letters arrive again.", now=chat.clock())
+        from bot.context import Context
         from bot.i18n import Translator
-        from bot.router import Context
         from tests.harness import Incoming
 
         cora = members.by_address(conn, "console", "cora")

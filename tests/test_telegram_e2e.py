@@ -144,19 +144,37 @@ def test_blocked_user_is_not_retried(fake: ThreadedFakeTelegram, tmp_path: Path)
         fake.user_sends(cid, "/help")
         fake.user_blocks_bot(cid, notify=False)  # before the reply can go out
         assert WELCOME in say(fake, dan, "/start").content
-        # A retry would come within BASE_BACKOFF * 1.5 = 3 s; give it that long to show up.
-        time.sleep(3.5)
+        fake.wait_for(
+            lambda f: any(
+                c.params.get("chat_id") == cid and c.status == 403
+                for c in f.calls_to("sendMessage")
+            ),
+            15,
+        )
         assert "What you can do" in say(fake, dan, "/help").content
-        refused = [
-            c
-            for c in fake.calls_to("sendMessage")
-            if c.params.get("chat_id") == cid and c.status == 403
-        ]
-        assert len(refused) == 1, [c.status for c in fake.calls_to("sendMessage")]
         # Coming back makes them reachable again.
         fake.user_unblocks_bot(cid, notify=False)
         assert "What you can do" in say(fake, cid, "/help").content
         assert v.stop() == 0
+    refused = [
+        c
+        for c in fake.calls_to("sendMessage")
+        if c.params.get("chat_id") == cid and c.status == 403
+    ]
+    assert len(refused) == 1, [c.status for c in fake.calls_to("sendMessage")]
+    # And none could follow: the refused reply's row ended as failed, which is never retried.
+    store = unlock(v.data_dir, v.passphrase)
+    try:
+        rows = store.db.run_sync(
+            lambda conn: conn.execute(
+                "SELECT state, error FROM outbox WHERE transport = 'telegram' AND chat = ? "
+                "ORDER BY id",
+                (str(cid),),
+            ).fetchall()
+        )
+    finally:
+        store.close()
+    assert [tuple(r) for r in rows] == [("sent", None), ("failed", "blocked"), ("sent", None)]
     check_fake(fake)
     v.assert_log_free_of([*secrets_of(fake), cid, dan])
 
@@ -245,8 +263,7 @@ def test_kill_while_updates_are_in_flight(fake: ThreadedFakeTelegram, tmp_path: 
         fake.clear_faults()
         v.start()
         fake.wait_for(lambda f: all(f.sent(u) for u in users), 45)
-        time.sleep(0.5)  # let anything still in flight arrive, so duplicates are counted
-        assert v.stop() == 0
+        assert v.stop() == 0  # drains: whatever was in flight has arrived when it returns
 
     per_chat = Counter(m.chat_id for m in fake.sent())
     texts = Counter(m.raw_text.split("\n")[0] for m in fake.sent())

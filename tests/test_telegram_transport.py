@@ -14,6 +14,8 @@ import pytest
 from telegram.error import TimedOut
 
 import bot.transports.telegram as tg
+import bot.transports.telegram.api as tg_api
+import bot.transports.telegram.polling as tg_polling
 from bot.config import ConfigError, Settings
 from bot.messages import Choice, Incoming, Outgoing
 from bot.transports.aiohttp_request import ConnectTimedOut
@@ -76,8 +78,8 @@ class Inbox:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tg, "_backoff", lambda attempt: 0.05)
-    monkeypatch.setattr(tg, "CONFLICT_BACKOFF", 0.3)
+    monkeypatch.setattr(tg_api, "backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(tg_polling, "CONFLICT_BACKOFF", 0.3)
 
 
 @pytest.fixture
@@ -133,7 +135,7 @@ async def test_message_becomes_incoming_and_is_confirmed_after_delivery(
     )
     await fake.wait_for("updates_confirmed")
     call = fake.calls_to("getUpdates")[0]
-    assert call.params["allowed_updates"] == ["message", "callback_query"]
+    assert call.params["allowed_updates"] == ["message", "callback_query", "my_chat_member"]
 
 
 async def test_failed_delivery_is_fetched_again_never_confirmed_before(
@@ -496,7 +498,8 @@ async def test_webhook_mode(fake: FakeTelegram, tmp_path: Path) -> None:
     try:
         await t.start(box)
         info = fake.webhook_info()
-        assert info["url"] == url and info["allowed_updates"] == ["callback_query", "message"]
+        assert info["url"] == url
+        assert info["allowed_updates"] == ["callback_query", "message", "my_chat_member"]
         secret = fake._webhook["secret_token"]
         assert secret and len(secret) >= 32  # generated at start when none is configured
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.fakes.signal_api import FakeSignal
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_signal_transport import ALICE, Collector, make, running
 from tests.test_telegram_transport import ANN, BEA, Inbox, settings_for
+
+# The Telegram transport silences these two PTB notices at import; pytest resets warning filters.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Please use 'Bot.:telegram.warnings.PTBUserWarning"),
+    pytest.mark.filterwarnings("ignore:.*retry_after:telegram.warnings.PTBDeprecationWarning"),
+]
 
 JUNK_UPDATES: list[dict[str, Any]] = [
     {"message": {}},  # no content at all

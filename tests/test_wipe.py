@@ -46,9 +46,7 @@ def opens(path: Path, store_keys: tuple[bytes, ...]) -> str | None:
     if SENTINEL.encode() in raw:
         return "holds plaintext"
     try:
-        doc = json.loads(raw)
-        slots = [keys.Slot.from_json(s) for s in doc["slots"]]
-        keys.KeySlots(path, slots).unlock(PASSPHRASE)
+        keys.KeySlots.from_document(path, json.loads(raw)).unlock(PASSPHRASE)
         return "key slots that open"
     except Exception:  # anything else means "does not open"
         pass

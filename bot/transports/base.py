@@ -100,7 +100,6 @@ class Transport(abc.ABC):
     # Set by the app: the transport tells administrators something that needs a person
     # (a Signal rate-limit challenge to solve). Text only; never ids or numbers.
     on_alert: Callable[[str], Awaitable[None]] | None = None
-    can_edit: bool = True  # False: the dispatcher sends an "edit" as a new message
 
     async def close(self) -> None:
         """Release clients after the outbox has drained (sends continue after `stop`)."""

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot.messages import Incoming, Outgoing
-from bot.transports.base import Deliver, Limits, Transport
+from bot.transports.base import Capabilities, Deliver, Limits, Transport
+from bot.transports.menus import NumberedMenus, render
 
 Settle = Callable[[], Awaitable[None]]
 
@@ -22,6 +23,7 @@ Settle = Callable[[], Awaitable[None]]
 class ConsoleTransport(Transport):
     name = "console"
     limits = Limits(per_second=1000, per_chat_per_second=1000, chat_burst=100, in_flight=1)
+    capabilities = Capabilities(edits=False, buttons=False, deletes_incoming=False, end_to_end=True)
 
     def __init__(
         self,
@@ -41,7 +43,7 @@ class ConsoleTransport(Transport):
         self.intro = intro
         self.settle: Settle | None = None  # set by the app: waits until replies are printed
         self._counter = itertools.count(1)
-        self._menus: dict[str, list[str]] = {}
+        self.menus = NumberedMenus(ttl=None)
         self._task: asyncio.Task[None] | None = None
 
     def _print(self, text: str) -> None:
@@ -53,7 +55,7 @@ class ConsoleTransport(Transport):
         self.stdout.flush()
 
     async def start(self, deliver: Deliver) -> None:
-        self._task = asyncio.create_task(self._read_loop(deliver))
+        self._task = self.spawn("console.read", lambda: self._read_loop(deliver))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -74,9 +76,7 @@ class ConsoleTransport(Transport):
                 if not self._console_command(text[1:].strip()):
                     return
             elif text.strip():
-                menu = self._menus.get(self.current)
-                if menu and text.strip().isdigit() and 1 <= int(text.strip()) <= len(menu):
-                    text = menu[int(text.strip()) - 1]
+                text, is_choice = self.menus.resolve(self.current, text)
                 n = next(self._counter)
                 await deliver(
                     Incoming(
@@ -85,6 +85,7 @@ class ConsoleTransport(Transport):
                         chat=self.current,
                         key=f"console-{id(self)}-{n}",
                         text=text,
+                        is_choice=is_choice,
                     )
                 )
                 if self.settle is not None:
@@ -117,9 +118,8 @@ class ConsoleTransport(Transport):
         if out.kind == "delete":
             return None
         header = f"[to {out.chat}]" if out.chat != self.current else "[bot]"
-        lines = [f"{header} {out.text}"]
-        if out.choices:
-            self._menus[out.chat] = [c.value for c in out.choices]
-            lines += [f"   {i}) {c.label}" for i, c in enumerate(out.choices, 1)]
-        self._print("\n".join(lines))
+        # The menu lines follow the text directly, indented, as the demo has always shown them.
+        menu = render("", out.choices, indent="   ")
+        self._print(f"{header} {out.text}" + (f"\n{menu}" if menu else ""))
+        self.menus.after_send(out)
         return str(next(self._counter))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.messages import Outgoing
-from bot.transports.base import Deliver, Limits, RecipientGone, RetryLater, Transport
+from bot.transports.base import Capabilities, Deliver, Limits, RecipientGone, RetryLater, Transport
 
 
 class ScaledClock:
@@ -76,7 +76,11 @@ class MemoryTransport(Transport):
     name: str = "fake"
     latency: float = 0.0  # simulated seconds per request (before the platform has it)
     flood: Flood | None = None
-    can_edit: bool = True
+    can_edit: bool = True  # the test's knob; the dispatcher reads `capabilities`
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return Capabilities(edits=self.can_edit, buttons=True)
 
     def __post_init__(self) -> None:
         self.deliveries: list[Delivery] = []

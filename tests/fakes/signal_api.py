@@ -1,4 +1,25 @@
-"""A loopback fake of signal-cli-rest-api (0.100) that checks requests against its swagger spec."""
+"""A loopback fake of signal-cli-rest-api that checks requests against its swagger spec.
+
+Its answers follow the **real** REST layer as observed through `../shared/signal-cli-rest-api/`
+(upstream HEAD a08db23 in json-rpc mode in front of signal-cli 0.14's daemon), not the
+release-0.100 spec where the two differ:
+* `POST /v2/send` answers `201 [{"timestamp": "…"}]`, an array with a string timestamp (the
+  release's bare object is still available: `response_shape="object"`); a per-recipient failure
+  can sit inside a 201 (`"errors": {"recipients": [{…, "reason"}]}`);
+* a rate limit is 429 `{"error", "challenge_tokens", "account"}` (json-rpc); a changed
+  safety number is 400 "Unable to complete request due to untrusted recipient keys"; an
+  unregistered user 400 "The user … is not registered.";
+* identities: `GET /v1/identities/{number}` (errors answer 500), `PUT …/trust/{who}`; a
+  changed key turns that person's incoming messages into `UntrustedIdentityException` frames
+  without content, which signal-cli re-emits readable once the key is trusted;
+* `POST /v1/accounts/{number}/rate-limit-challenge`: 204, or 400 for a rejected captcha;
+* a call can hang for ever (fault "hang"), as upstream's `getRaw` race does.
+
+One deliberate difference, for deterministic tests: frames written back to back all reach the
+client (each WebSocket client has a queue), where the real layer drops a frame while its
+writer is busy (upstream #834). `drop_when_busy=True` reproduces that drop; the loss bench
+measures the real layer itself.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +55,20 @@ log = logging.getLogger("fake_signal")
 T = TypeVar("T")
 
 Mode = Literal["json-rpc", "json-rpc-native", "normal", "native"]
-FaultKind = Literal["untrusted", "unregistered", "rate_limit", "server_error", "error", "delay"]
-FAULT_KINDS = ("untrusted", "unregistered", "rate_limit", "server_error", "error", "delay")
+FaultKind = Literal[
+    "untrusted",
+    "unregistered",
+    "rate_limit",
+    "server_error",
+    "error",
+    "delay",
+    "hang",
+    "recipient_error",
+]
+FAULT_KINDS = (
+    "untrusted", "unregistered", "rate_limit", "server_error", "error", "delay", "hang",
+    "recipient_error",
+)  # fmt: skip
 
 # --- Upstream texts (src/api/api.go, src/client/client.go, signal-cli), verbatim. -------------
 
@@ -70,7 +103,27 @@ MISSING_SEPARATOR = (
     "java.lang.RuntimeException: org.signal.libsignal.usernames.MissingSeparatorException: "
     "Username must contain a '.'"
 )
-UNTRUSTED_IDENTITIES = "Failed to send message due to untrusted identities"
+UNTRUSTED_IDENTITIES = "Failed to send message due to untrusted identities"  # normal mode
+# json-rpc mode: upstream's getRaw rewrites signal-cli's -4 to this text.
+UNTRUSTED_KEYS = "Unable to complete request due to untrusted recipient keys"
+CAPTCHA_REJECTED = (
+    "Captcha rejected, it may be outdated, already used or solved from a different IP address."
+)
+CHALLENGE_TOKEN_MISSING = "Couldn't process request - challenge token missing"
+CAPTCHA_MISSING = "Couldn't process request - captcha missing"
+TRUST_BOTH = (
+    "Couldn't process request - please either provide a safety number or set "
+    "'trust_all_known_keys' to true. But do not set both parameters at once!"
+)
+TRUST_NEITHER = (
+    "Couldn't process request - please either provide a safety number (preferred & more "
+    "secure) or set 'trust_all_known_keys' to true"
+)
+TRUST_FAILED = (
+    "Failed to set the trust for this number, make sure the number and the "
+    "fingerprint/safety number are correct."
+)
+IDENTITIES_FAILED = "Connection closed (IOException)"
 RATE_LIMITED = "Failed to send message due to rate limiting"
 RATE_LIMITED_429 = (
     RATE_LIMITED + ". Use the attached challenge tokens to lift the rate limit restrictions via "
@@ -119,6 +172,13 @@ SWAGGER_DEFINITIONS: dict[str, dict[str, Any]] = {
     "api.RateLimitChallengeRequest": {
         "properties": {"captcha": {"type": "string"}, "challenge_token": {"type": "string"}},
         "required": ["captcha", "challenge_token"],
+        "type": "object",
+    },
+    "api.TrustIdentityRequest": {
+        "properties": {
+            "trust_all_known_keys": {"type": "boolean"},
+            "verified_safety_number": {"type": "string"},
+        },
         "type": "object",
     },
     "api.Receipt": {
@@ -483,6 +543,7 @@ class _WsClient:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.pings_sent = 0
         self.pongs_received = 0
+        self.writing = False  # the writer is in the middle of a frame
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -515,9 +576,10 @@ class FakeSignal:
         version: str = "0.100",
         ping_interval: float = 54.0,
         read_limit: int = 512,
-        response_shape: Literal["object", "array"] = "object",
+        response_shape: Literal["object", "array"] = "array",
         time_scale: float = 1.0,
         json_rpc_ignore_attachments: bool = False,
+        drop_when_busy: bool = False,
     ) -> None:
         if mode not in ("json-rpc", "json-rpc-native", "normal", "native"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -530,6 +592,7 @@ class FakeSignal:
         self.response_shape = response_shape
         self.time_scale = time_scale
         self.json_rpc_ignore_attachments = json_rpc_ignore_attachments
+        self.drop_when_busy = drop_when_busy
         self._port = port
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -551,6 +614,11 @@ class FakeSignal:
         self.unregistered: set[str] = set()
         self.untrusted: set[str] = set()
         self.trust_mode = "on-first-use"
+        # signal-cli's identity store: ACI -> {"number", "status", "safety_number", ...}
+        self._identities: dict[str, dict[str, Any]] = {}
+        self._held: dict[str, list[dict[str, Any]]] = {}  # messages kept until a key is trusted
+        self._identity_faults = 0
+        self._captcha_rejections = 0
         self._reset_records()
 
     def _reset_records(self) -> None:
@@ -563,6 +631,7 @@ class FakeSignal:
         self._group_updates: list[dict[str, Any]] = []
         self._settings_updates: list[dict[str, Any]] = []
         self._challenges: list[dict[str, Any]] = []
+        self._trusts: list[dict[str, Any]] = []
         self._requests: list[tuple[str, str]] = []
         self._attachments: dict[str, _Attachment] = {}
         self._fetched: list[str] = []
@@ -738,6 +807,20 @@ class FakeSignal:
         return self._call(lambda: list(self._challenges))
 
     @property
+    def trusts(self) -> list[dict[str, Any]]:
+        """Every trust request that reached signal-cli (body plus `recipient`, `result`)."""
+        return self._call(lambda: list(self._trusts))
+
+    @property
+    def identities(self) -> dict[str, dict[str, Any]]:
+        return self._call(lambda: copy.deepcopy(self._identities))
+
+    @property
+    def held(self) -> int:
+        """Messages signal-cli keeps undecrypted until their sender's new key is trusted."""
+        return self._call(lambda: sum(len(v) for v in self._held.values()))
+
+    @property
     def requests(self) -> list[tuple[str, str]]:
         """(method, path?query) of every non-control request, in order."""
         return self._call(lambda: list(self._requests))
@@ -807,6 +890,8 @@ class FakeSignal:
             "group_updates": list(self._group_updates),
             "settings_updates": list(self._settings_updates),
             "rate_limit_challenges": list(self._challenges),
+            "trusts": list(self._trusts),
+            "identities": copy.deepcopy(self._identities),
             "attachments": list(self._attachments),
             "fetched_attachments": list(self._fetched),
             "deleted_attachments": list(self._deleted),
@@ -827,6 +912,7 @@ class FakeSignal:
         self._reset_records()
         self.connections_total = self.max_clients_seen = len(self._clients)
         self._faults.clear()
+        self._identity_faults = self._captcha_rejections = 0
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -864,7 +950,7 @@ class FakeSignal:
         kind: FaultKind,
         count: int = 1,
         *,
-        delivered: bool = False,
+        delivered: bool | None = None,
         error: str | None = None,
         delay: float = 0.0,
         challenge_tokens: list[str] | None = None,
@@ -872,18 +958,100 @@ class FakeSignal:
         """Make the next `count` valid /v2/send calls fail (or only wait, kind="delay").
 
         delivered=True records the message as delivered although an error is answered,
-        as upstream does sometimes (#586, #881).
+        as upstream does sometimes (#586, #881). kind="hang" never answers (upstream's lost
+        answer: the message went out, so it counts as delivered unless told otherwise).
+        kind="recipient_error" answers 201 with a per-recipient `errors` entry whose reason is
+        `error` (default UNREGISTERED_FAILURE).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
+        went_out = delivered if delivered is not None else kind == "hang"
         for _ in range(count):
             self._faults.append(
-                SendFault(kind, delivered, error, delay, list(challenge_tokens or []) or None)
+                SendFault(kind, went_out, error, delay, list(challenge_tokens or []) or None)
             )
 
     @_threadsafe
     def clear_send_faults(self) -> None:
         self._faults.clear()
+
+    @_threadsafe
+    def fail_identities(self, count: int = 1) -> None:
+        """The next `count` GET /v1/identities answer 500, as upstream does on any error."""
+        self._identity_faults += count
+
+    @_threadsafe
+    def reject_captcha(self, count: int = 1) -> None:
+        """The next `count` rate-limit challenges are refused by Signal (signal-cli's -6)."""
+        self._captcha_rejections += count
+
+    # -- identities (signal-cli's trust store, mode on-first-use) -------------------------------
+
+    def _identity(self, uuid: str, number: str | None = None) -> dict[str, Any]:
+        """The identity for `uuid`, trusted on first use as signal-cli does."""
+        ident = self._identities.get(uuid)
+        if ident is None:
+            ident = self._identities[uuid] = {
+                "number": number or "",
+                "uuid": uuid,
+                "status": "TRUSTED_UNVERIFIED",
+                "added": str(_now_ms()),
+                **self._key_material(uuid, 0),
+            }
+        elif number and not ident["number"]:
+            ident["number"] = number
+        return ident
+
+    def _key_material(self, uuid: str, generation: int) -> dict[str, str]:
+        digest = hashlib.sha256(f"{uuid}:{generation}:{self.number}".encode()).digest()
+        digits = "".join(str(b % 10) for b in (digest * 3)[:60])
+        fingerprint = "05 " + " ".join(f"{b:02x}" for b in digest[:32])
+        return {"safety_number": digits, "fingerprint": fingerprint, "generation": str(generation)}
+
+    @_threadsafe
+    def add_identity(self, uuid: str, number: str | None = None) -> dict[str, Any]:
+        """signal-cli has met this person (trusted on first use); returns the entry."""
+        return copy.deepcopy(self._identity(uuid, number))
+
+    @_threadsafe
+    def change_identity(self, uuid: str) -> dict[str, Any]:
+        """The person reinstalled Signal, or someone else now holds the number: a new key,
+        UNTRUSTED. Sends to them answer 400 (untrusted keys); their messages arrive as
+        UntrustedIdentityException frames without content until the key is trusted."""
+        ident = self._identity(uuid)
+        ident.update(self._key_material(uuid, int(ident["generation"]) + 1))
+        ident["status"] = "UNTRUSTED"
+        ident["added"] = str(_now_ms())
+        self.untrusted.add(uuid)
+        return copy.deepcopy(ident)
+
+    def _trust(self, who: str, body: dict[str, Any]) -> str | None:
+        """signal-cli's `trust`; returns its error text, or None when the trust level changed
+        (signal-cli refuses a trust that changes nothing)."""
+        ident = self._identities.get(who) or next(
+            (i for i in self._identities.values() if i["number"] and i["number"] == who), None
+        )
+        if ident is None:
+            return TRUST_FAILED
+        if body.get("trust_all_known_keys"):
+            if ident["status"] == "TRUSTED_UNVERIFIED":
+                return TRUST_FAILED.replace(" and the fingerprint/safety number", "")
+            ident["status"] = "TRUSTED_UNVERIFIED"
+        else:
+            given = "".join(str(body.get("verified_safety_number", "")).split())
+            if len(given) != 60 or not given.isdigit():
+                return (
+                    "Safety number has invalid format, either specify the old hex fingerprint "
+                    "or the new safety number"
+                )
+            if given != ident["safety_number"] or ident["status"] == "TRUSTED_VERIFIED":
+                return TRUST_FAILED
+            ident["status"] = "TRUSTED_VERIFIED"
+        self.untrusted.discard(ident["uuid"])
+        for kwargs in self._held.pop(ident["uuid"], []):
+            # signal-cli retries its cached messages once the key is trusted.
+            self._user_sends(**kwargs)
+        return None
 
     @_threadsafe
     def set_send_delay(self, seconds: float) -> None:
@@ -1075,7 +1243,46 @@ class FakeSignal:
         attachments: bytes | (content_type, data[, filename]) | {"content_type", "data" or
         "data_b64", "filename", "width", "height"}. group_id: a label, an internal id or a
         `group.` id (see group_ids()). Returns the frame (also what replay() accepts).
+        From a sender whose key changed (change_identity) signal-cli cannot decrypt: the
+        frame is an UntrustedIdentityException without content, and the message is held
+        until the key is trusted, then delivered with the same timestamp.
         """
+        kwargs = dict(
+            uuid=uuid, text=text, number=number, timestamp=timestamp,
+            attachments=list(attachments), group_id=group_id, group_name=group_name,
+            name=name, device=device, expires_in_seconds=expires_in_seconds,
+            view_once=view_once, quote=quote, mentions=mentions,
+        )  # fmt: skip
+        ident = self._identity(uuid, number)
+        if ident["status"] == "UNTRUSTED":
+            kwargs["timestamp"] = timestamp if timestamp is not None else self._next_ts()
+            self._held.setdefault(uuid, []).append(kwargs)
+            env = self._envelope_head(uuid, number, name, device, kwargs["timestamp"])
+            return self._push(
+                env,
+                exception={
+                    "message": f"Untrusted identity: {uuid}",
+                    "type": "UntrustedIdentityException",
+                },
+            )
+        return self._user_sends(**kwargs)
+
+    def _user_sends(
+        self,
+        uuid: str,
+        text: str | None,
+        number: str | None,
+        timestamp: int | None,
+        attachments: list[Any],
+        group_id: str | None,
+        group_name: str | None,
+        name: str | None,
+        device: int,
+        expires_in_seconds: int,
+        view_once: bool,
+        quote: dict[str, Any] | None,
+        mentions: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         env = self._envelope_head(uuid, number, name, device, timestamp)
         data: dict[str, Any] = {
             "timestamp": env["timestamp"],
@@ -1301,6 +1508,13 @@ class FakeSignal:
             # Upstream's non-blocking send to unbuffered channels: no reader, message gone.
             self._dropped.append(frame)
             return
+        if self.drop_when_busy:
+            # Upstream hands a frame to a writer without waiting: a busy writer loses it.
+            idle = [c for c in live if not c.writing and c.queue.empty()]
+            if not idle:
+                self._dropped.append(frame)
+                return
+            live = idle
         text = _dumps(frame)
         for client in live:
             client.queue.put_nowait(text)
@@ -1374,6 +1588,8 @@ class FakeSignal:
         r.add_get("/v1/groups/{number}/{groupid}", self._h_group_get, allow_head=False)
         r.add_put("/v1/groups/{number}/{groupid}", self._h_group_update)
         r.add_post("/v1/accounts/{number}/rate-limit-challenge", self._h_challenge)
+        r.add_get("/v1/identities/{number}", self._h_identities, allow_head=False)
+        r.add_put("/v1/identities/{number}/trust/{who}", self._h_trust)
         r.add_route("*", "/_control/{action}", self._h_control)
 
     def _check_number(self, request: web.Request) -> web.Response | None:
@@ -1510,6 +1726,10 @@ class FakeSignal:
         delay = self.send_delay + (fault.delay if fault else 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if not kinds["group"]:
+            for recipient in recipients:
+                if classify_recipient(recipient)[0] == "uuid":
+                    self._identity(recipient)  # signal-cli fetched their key: trusted on first use
 
         record = SentMessage(
             number=body["number"],
@@ -1525,7 +1745,12 @@ class FakeSignal:
         )
         self._attempts.append(record)
 
-        if fault is not None and fault.kind != "delay":
+        if fault is not None and fault.kind == "hang":
+            # signal-cli answered, but the REST layer lost the answer: the call never returns.
+            record.delivered = fault.delivered
+            record.status, record.error = 0, "hang"
+            await asyncio.Event().wait()
+        if fault is not None and fault.kind not in ("delay", "hang"):
             return self._fault_response(fault, record)
 
         if not kinds["group"]:
@@ -1540,9 +1765,9 @@ class FakeSignal:
             record.status = 400
             first, reason = next(iter(record.failed_recipients.items()))
             if reason == "UNREGISTERED_FAILURE":
-                record.error = f"User {first} is not registered"
+                record.error = f"The user {first} is not registered."
             else:
-                record.error = UNTRUSTED_IDENTITIES
+                record.error = UNTRUSTED_KEYS if self.json_rpc else UNTRUSTED_IDENTITIES
             return self._err(400, record.error)
 
         ts = str(record.timestamp)
@@ -1596,11 +1821,25 @@ class FakeSignal:
             if fault.error:
                 return self._err(500, fault.error)
             return web.Response(status=500)
+        if fault.kind == "recipient_error":
+            # A per-recipient failure inside a 201 (the daemon's result listed it).
+            reason = fault.error or "UNREGISTERED_FAILURE"
+            record.status, record.error = 201, reason
+            record.failed_recipients = {r: reason for r in record.recipients}
+            item = {
+                "timestamp": str(record.timestamp),
+                "errors": {
+                    "recipients": [self._recipient_error(r, reason) for r in record.recipients]
+                },
+            }
+            return web.json_response([item], status=201)
         record.status = 400
         if fault.kind == "untrusted":
-            record.error = fault.error or UNTRUSTED_IDENTITIES
+            record.error = fault.error or (
+                UNTRUSTED_KEYS if self.json_rpc else UNTRUSTED_IDENTITIES
+            )
         elif fault.kind == "unregistered":
-            record.error = fault.error or f"User {record.recipients[0]} is not registered"
+            record.error = fault.error or f"The user {record.recipients[0]} is not registered."
         else:
             record.error = fault.error or GENERIC_SEND_FAILURE
         return self._err(400, record.error)
@@ -1749,11 +1988,15 @@ class FakeSignal:
                 item = await client.queue.get()
                 if client.silent:
                     continue
-                if item is _PING:
-                    await client.ws.ping(b"")
-                    client.pings_sent += 1
-                else:
-                    await client.ws.send_str(item)
+                client.writing = True
+                try:
+                    if item is _PING:
+                        await client.ws.ping(b"")
+                        client.pings_sent += 1
+                    else:
+                        await client.ws.send_str(item)
+                finally:
+                    client.writing = False
         except (ConnectionError, RuntimeError):
             pass
 
@@ -1978,10 +2221,59 @@ class FakeSignal:
 
     async def _h_challenge(self, request: web.Request) -> web.Response:
         body, problems = await self._read_json(request, "api.RateLimitChallengeRequest")
+        rejected = self._check_number(request) or self._gate(
+            request,
+            problems,
+            [
+                (lambda: not body.get("challenge_token"), CHALLENGE_TOKEN_MISSING),
+                (lambda: not body.get("captcha"), CAPTCHA_MISSING),
+            ],
+        )
+        if rejected is not None:
+            return rejected
+        record = dict(body)
+        self._challenges.append(record)
+        if self._captcha_rejections > 0:
+            self._captcha_rejections -= 1
+            record["result"] = "rejected"
+            return self._err(400, CAPTCHA_REJECTED)  # signal-cli's -6, passed through
+        record["result"] = "accepted"
+        return web.Response(status=204)
+
+    # -- handlers: identities -------------------------------------------------------------------
+
+    async def _h_identities(self, request: web.Request) -> web.Response:
+        rejected = self._check_number(request)
+        if rejected is not None:
+            return rejected
+        if self._identity_faults > 0:
+            self._identity_faults -= 1
+            return self._err(500, IDENTITIES_FAILED)  # upstream: any error of signal-cli
+        keys = ("number", "status", "fingerprint", "added", "safety_number", "uuid")
+        return web.json_response(
+            [{k: ident[k] for k in keys} for ident in self._identities.values()]
+        )
+
+    async def _h_trust(self, request: web.Request) -> web.Response:
+        body, problems = await self._read_json(request, "api.TrustIdentityRequest")
         rejected = self._check_number(request) or self._gate(request, problems)
         if rejected is not None:
             return rejected
-        self._challenges.append(dict(body))
+        sn = body.get("verified_safety_number")
+        all_keys = body.get("trust_all_known_keys")
+        if sn is None and not all_keys:
+            self._violate(f"PUT {request.path}: {TRUST_NEITHER}")
+            return self._err(400, TRUST_NEITHER)
+        if sn is not None and all_keys:
+            self._violate(f"PUT {request.path}: {TRUST_BOTH}")
+            return self._err(400, TRUST_BOTH)
+        if sn is not None and sn == "":
+            return self._err(400, "Couldn't process request - please provide a valid safety number")
+        who = request.match_info["who"]
+        error = self._trust(who, body)
+        self._trusts.append({**body, "recipient": who, "result": error or "trusted"})
+        if error is not None:
+            return self._err(400, error)
         return web.Response(status=204)
 
     # -- control API (process mode; not upstream) -----------------------------------------------
@@ -2011,6 +2303,10 @@ class FakeSignal:
             "clear_send_faults",
             "set_send_delay",
             "set_response_shape",
+            "fail_identities",
+            "reject_captcha",
+            "add_identity",
+            "change_identity",
             "clear_violations",
             "reset",
         }

@@ -1241,6 +1241,7 @@ class FakeStats:
     early_retries: int = 0  # requests to a chat still inside the retry_after it was given
     injected: int = 0  # answers produced by fault injection
     conflicts: int = 0  # 409s on getUpdates
+    downloads: int = 0  # files served from /file/bot<token>/...
     unimplemented: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
@@ -1251,6 +1252,7 @@ class FakeStats:
             "early_retries": self.early_retries,
             "injected": self.injected,
             "conflicts": self.conflicts,
+            "downloads": self.downloads,
             "unimplemented": dict(self.unimplemented),
         }
 
@@ -1444,6 +1446,7 @@ class FakeTelegram:
 
         self.violations: list[str] = []
         self.calls: list[Call] = []
+        self.left_chats: list[int] = []  # chats the bot left with leaveChat, in order
         self.stats = FakeStats()
         self.faults: list[Fault] = []
 
@@ -1623,6 +1626,40 @@ class FakeTelegram:
 
     def remove_bot_from_group(self, chat_id: int) -> None:
         self._chat(chat_id).bot_removed = True
+
+    def bot_added_to(self, chat_id: int, by_user: int, status: str = "member") -> int:
+        """`by_user` adds the bot to group, supergroup or channel `chat_id` (status "member"
+        or "administrator"); queues the my_chat_member update Telegram sends. Returns its id."""
+        chat = self._chat(chat_id)
+        if chat.type == "private":
+            raise ValueError("a bot is not added to a private chat")
+        if status not in ("member", "administrator"):
+            raise ValueError(f"bad status {status!r}")
+        user = self._user(by_user)
+        chat.bot_removed = False
+        chat.members.add(by_user)
+        new_member: dict[str, Any] = {"status": status, "user": self.bot_user_short}
+        if status == "administrator":
+            new_member.update(
+                can_be_edited=False, is_anonymous=False, can_manage_chat=True,
+                can_delete_messages=False, can_manage_video_chats=False,
+                can_restrict_members=False, can_promote_members=False, can_change_info=False,
+                can_invite_users=True, can_post_stories=False, can_edit_stories=False,
+                can_delete_stories=False,
+            )  # fmt: skip
+            if chat.type == "channel":
+                new_member.update(can_post_messages=True, can_edit_messages=False)
+        return self._enqueue(
+            {
+                "my_chat_member": {
+                    "chat": chat.api(),
+                    "from": user.api(),
+                    "date": _now(),
+                    "old_chat_member": {"status": "left", "user": self.bot_user_short},
+                    "new_chat_member": new_member,
+                }
+            }
+        )
 
     def user_blocks_bot(self, user_id: int, *, notify: bool = True) -> None:
         """Sends to this user now answer 403; queues the my_chat_member update Telegram sends."""
@@ -2070,6 +2107,7 @@ class FakeTelegram:
         f = self._files_by_path.get(request.match_info["path"])
         if f is None:
             return _raw(404, _NOT_FOUND)
+        self.stats.downloads += 1
         return web.Response(body=f.data, content_type=f.mime_type or "application/octet-stream")
 
     async def _handle_other(self, request: web.Request) -> web.StreamResponse:
@@ -2908,6 +2946,28 @@ class FakeTelegram:
             status = "member" if uid in chat.members else "left"
         return {"status": status, "user": user.api()}
 
+    def _m_leaveChat(self, p: dict[str, Any], files: dict[str, Upload]) -> Any:
+        chat = self._resolve_chat(p["chat_id"])
+        if chat.type == "private":
+            raise ApiError(400, "Bad Request: chat member status can't be changed in private chats")
+        if chat.bot_removed:
+            raise ApiError(403, f"Forbidden: bot is not a member of the {chat.type} chat")
+        chat.bot_removed = True
+        self.left_chats.append(chat.id)
+        bot = self.bot_user_short
+        self._enqueue(
+            {
+                "my_chat_member": {
+                    "chat": chat.api(),
+                    "from": {k: self.bot_user[k] for k in ("id", "is_bot", "first_name")},
+                    "date": _now(),
+                    "old_chat_member": {"status": "member", "user": bot},
+                    "new_chat_member": {"status": "left", "user": bot},
+                }
+            }
+        )
+        return True
+
     def _m_generic(self, spec: MethodSpec, p: dict[str, Any], files: dict[str, Upload]) -> Any:
         """Methods without a model: plain success where the result needs no state."""
         if spec.returns == ("Boolean",):
@@ -2989,6 +3049,8 @@ _CONTROL: dict[str, Callable[[FakeTelegram, dict[str, Any]], Any]] = {
     "add_member": lambda f, a: f.add_member(**a),
     "migrate_group": lambda f, a: f.migrate_group(**a),
     "remove_bot_from_group": lambda f, a: f.remove_bot_from_group(**a),
+    "bot_added_to": lambda f, a: f.bot_added_to(**a),
+    "left_chats": lambda f, a: f.left_chats,
     "user_sends": lambda f, a: f.user_sends(**a),
     "user_edits": lambda f, a: f.user_edits(**a),
     "user_presses": lambda f, a: f.user_presses(**a),

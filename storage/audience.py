@@ -1,0 +1,206 @@
+"""Who an audience is and how many: one SQL predicate per segment, for chunks and for counts.
+
+A segment names an audience: `all`, `role:ROLE`, `lang:CODE`, `case:ID` (the case's followers,
+its relatives and its coordinators) and `subs:ID` (the case's followers only, for alerts). The
+rules (a case's 'off' mode, restricted cases only for those tied to them or coordinating) are
+written once, in `_rules`, and used both to fetch recipients a chunk at a time and to count
+them, so a preview's count and the fan-out that follows cannot disagree.
+
+Chunks are in member-id order from a cursor. For case segments the candidates come from index
+range scans (subscriptions of the case, of "all", and case links) merged in id order, so one
+chunk costs O(limit) whatever the network's size.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from storage.db import Connection
+
+ALL_CASES = 0  # subscriptions.case_id for "every case I may see"
+CASE_KINDS = ("case", "subs")
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # all | role | lang | case | subs
+    value: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Segment:
+        kind, _, value = text.partition(":")
+        if kind not in ("all", "role", "lang", *CASE_KINDS):
+            raise ValueError("unknown segment")
+        if kind in CASE_KINDS and not value.isdigit():
+            raise ValueError("a case segment needs a case id")
+        return cls(kind, value)
+
+    @property
+    def case_id(self) -> int | None:
+        return int(self.value) if self.kind in CASE_KINDS else None
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "all" else f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One reachable identity of a member in the audience (transport None: none reachable)."""
+
+    member_id: int
+    role: str
+    language: str | None
+    timezone: str | None
+    quiet_hours: str | None
+    mode: str  # instant | digest
+    optouts: frozenset[str]
+    transport: str | None
+    chat: str | None
+
+
+def split_optouts(optouts: str | None) -> frozenset[str]:
+    return frozenset(o for o in (optouts or "").split(",") if o)
+
+
+# -- the rules ----------------------------------------------------------------------------
+
+_TIE = "EXISTS (SELECT 1 FROM case_members cm WHERE cm.case_id = :case AND cm.member_id = m.id)"
+_MODE = "coalesce(s.mode, a.mode)"
+
+
+Rules = tuple[str, str, dict[str, Any]]
+
+
+def _rules(conn: Connection, seg: Segment, default_language: str) -> Rules:
+    """(joins, condition, parameters) that a member row `m` must meet to be in `seg`."""
+    if seg.kind == "all":
+        return "", "1", {}
+    if seg.kind == "role":
+        return "", "m.role = :role", {"role": seg.value}
+    if seg.kind == "lang":
+        return (
+            "",
+            "coalesce(m.language, :deflang) = :lang",
+            {
+                "deflang": default_language,
+                "lang": seg.value,
+            },
+        )
+    case_id = seg.case_id
+    joins = (
+        "LEFT JOIN subscriptions s ON s.case_id = :case AND s.member_id = m.id "
+        "LEFT JOIN subscriptions a ON a.case_id = 0 AND a.member_id = m.id "
+    )
+    family = seg.kind == "case"
+    condition = (
+        f"coalesce({_MODE}, '') != 'off' "
+        f"AND ({_MODE} IS NOT NULL OR (:family AND {_TIE})) "
+        f"AND (NOT :restricted OR m.role IN ('coordinator', 'admin') OR {_TIE})"
+    )
+    params = {"case": case_id, "family": family, "restricted": _restricted(conn, case_id)}
+    return joins, condition, params
+
+
+def _restricted(conn: Connection, case_id: int | None) -> bool:
+    row = conn.execute("SELECT visibility FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return row is None or row[0] != "public"
+
+
+# -- candidates ---------------------------------------------------------------------------
+
+
+def _ids(conn: Connection, sql: str, args: tuple[object, ...]) -> Iterator[int]:
+    return (r[0] for r in conn.execute(sql, args))
+
+
+def _candidates(conn: Connection, seg: Segment, cursor: int, limit: int) -> list[int]:
+    case_id = seg.case_id
+    if case_id is None:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM members WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+            )
+        ]
+    sources = [
+        _ids(
+            conn,
+            "SELECT member_id FROM subscriptions WHERE case_id = ? AND member_id > ? "
+            "ORDER BY member_id LIMIT ?",
+            (cid, cursor, limit),
+        )
+        for cid in (case_id, ALL_CASES)
+    ]
+    if seg.kind == "case":
+        sources.append(
+            _ids(
+                conn,
+                "SELECT DISTINCT member_id FROM case_members WHERE case_id = ? AND member_id > ? "
+                "ORDER BY member_id LIMIT ?",
+                (case_id, cursor, limit),
+            )
+        )
+    out: list[int] = []
+    for member_id in heapq.merge(*sources):
+        if not out or out[-1] != member_id:
+            out.append(member_id)
+            if len(out) == limit:
+                break
+    return out
+
+
+# -- chunks and counts ----------------------------------------------------------------------
+
+
+def chunk(
+    conn: Connection, segment: str, cursor: int, limit: int, default_language: str = "en"
+) -> tuple[list[Recipient], int, bool]:
+    """The next chunk of an audience: (one row per reachable identity, new cursor, exhausted)."""
+    seg = Segment.parse(segment)
+    ids = _candidates(conn, seg, cursor, limit)
+    new_cursor = ids[-1] if ids else cursor
+    if not ids:
+        return [], new_cursor, True
+    joins, condition, params = _rules(conn, seg, default_language)
+    marks = ",".join(f":id{i}" for i in range(len(ids)))
+    params |= {f"id{i}": mid for i, mid in enumerate(ids)}
+    mode = _MODE if seg.case_id is not None else "NULL"
+    rows = conn.execute(
+        f"SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, {mode}, "
+        "coalesce(p.optouts, ''), i.transport, i.chat FROM members m "
+        f"{joins}"
+        "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
+        "LEFT JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        f"WHERE m.id IN ({marks}) AND {condition} ORDER BY m.id",
+        params,
+    ).fetchall()
+    out = [
+        Recipient(mid, role, lang, tz, quiet, mode_ or "instant", split_optouts(opt), tr, chat)
+        for mid, role, lang, tz, quiet, mode_, opt, tr, chat in rows
+    ]
+    return out, new_cursor, len(ids) < limit
+
+
+def count(conn: Connection, segment: str, default_language: str = "en") -> tuple[int, int]:
+    """(people, messages) the audience reaches now: members with a reachable identity, and the
+    number of those identities (a person on Telegram and Signal gets two messages)."""
+    seg = Segment.parse(segment)
+    joins, condition, params = _rules(conn, seg, default_language)
+    scope = ""
+    if seg.case_id is not None:
+        scope = "AND m.id IN (SELECT member_id FROM subscriptions WHERE case_id IN (:case, 0)"
+        scope += (
+            " UNION SELECT member_id FROM case_members WHERE case_id = :case)"
+            if (seg.kind == "case")
+            else ")"
+        )
+    row = conn.execute(
+        "SELECT count(DISTINCT m.id), count(*) FROM members m "
+        "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
+        f"{joins}WHERE {condition} {scope}",
+        params,
+    ).fetchone()
+    return row[0], row[1]
