@@ -57,7 +57,6 @@ fan-out rows are materialised just ahead of sending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -70,6 +69,7 @@ from bot.messages import Choice, Outgoing, Priority
 from bot.outbox_writer import OutboxWriter, store_backoff
 from bot.pacing import Pacer, SlotQueue
 from bot.services import Services
+from bot.supervisor import wait_event
 from bot.transports.base import MaybeSent, RecipientGone, Rejected, RetryLater, Transport
 from storage import members, outbox
 from storage.db import Connection, Database
@@ -156,7 +156,12 @@ class Dispatcher:
         self.on_fault: Callable[[BaseException], None] = _ignore
         self.on_recovered: Callable[[], None] = _nothing
         self.writes = OutboxWriter(
-            db, clock, self._sleep, lambda exc: self.on_fault(exc), lambda: self.on_recovered()
+            db,
+            clock,
+            self._sleep,
+            lambda exc: self.on_fault(exc),
+            lambda: self.on_recovered(),
+            lambda: self.heartbeat(),
         )
         self._db = self.writes.run
         self._store = self.writes.store
@@ -225,7 +230,9 @@ class Dispatcher:
                 failures = 0
                 self.on_recovered()
             for item in items:
-                await self._acquire_slot()
+                # Blocks while every slot is held. Sends waiting for the store beat for the
+                # loop meanwhile; sends that never return leave it wedged, as they should.
+                await self._slots.acquire()
                 task = asyncio.create_task(self._send_after(item, self._chat_tail.get(item.chat)))
                 self._chat_tail[item.chat] = task
                 self._active.add(task)
@@ -249,23 +256,8 @@ class Dispatcher:
                 timeout = 0.05  # rows claimed by in-flight tasks; look again shortly
             await self._idle(timeout)  # a send that frees bulk room wakes us (`_done`)
 
-    async def _acquire_slot(self) -> None:
-        """An in-flight slot. While every slot is held the loop cannot beat; that is a wedge
-        (sends that never return) unless the holders are waiting for the store to write."""
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        while True:
-            try:
-                await asyncio.wait_for(self._slots.acquire(), IDLE_POLL / self.time_scale)
-                return
-            except TimeoutError:
-                if self.writes.waiting:
-                    self.heartbeat()
-
     async def _idle(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds) / self.time_scale)
+        await wait_event(self._wake, max(0.0, seconds) / self.time_scale)
 
     def _kick_producers(self, now: float, *, dry: bool) -> None:
         """Start the due producers (and, when the queue ran dry, the eager ones) in the

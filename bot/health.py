@@ -13,7 +13,6 @@ that the bot has not reported for a while instead of showing a picture that look
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 
 import sqlcipher3
 
-from bot.supervisor import LoopHealth, Supervisor
+from bot.supervisor import LoopHealth, Supervisor, wait_event
 from storage import health as repo
 from storage.db import Connection, Database, StoreError
 
@@ -86,8 +85,7 @@ class HealthBook:
     async def run(self) -> None:
         sup = self.supervisor
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sup.changed.wait(), REFRESH)
+            await wait_event(sup.changed, REFRESH)
             sup.changed.clear()
             await sup.flush_alerts()
             await self.write("running")

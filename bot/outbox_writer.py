@@ -42,12 +42,16 @@ class OutboxWriter:
         sleep: Callable[[float], Awaitable[None]],
         on_fault: Callable[[BaseException], None],
         on_recovered: Callable[[], None],
+        heartbeat: Callable[[], None],
     ) -> None:
         self.db = db
         self.clock = clock
         self.sleep = sleep  # in the caller's (possibly simulated) seconds
         self.on_fault = on_fault
         self.on_recovered = on_recovered
+        # A send waiting for the store holds its in-flight slot, and may hold the last one the
+        # loop waits for: it beats for the loop, which is waiting, not wedged.
+        self.heartbeat = heartbeat
         self.waiting = 0  # callers waiting for the store to take a write
         self._sent_batch: list[tuple[int, str | None]] = []
         self._sent_flush: asyncio.Future[None] | None = None
@@ -66,6 +70,7 @@ class OutboxWriter:
                     raise
                 failures += 1
                 self.on_fault(exc)
+                self.heartbeat()
                 self.waiting += 1
                 try:
                     await self.sleep(store_backoff(failures))

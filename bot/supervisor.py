@@ -269,6 +269,20 @@ class Supervisor:
             health.finished = True
 
 
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """`event.wait()` for at most `seconds`; True if it was set. Unlike Python 3.11's
+    `asyncio.wait_for`, it never swallows a cancellation that arrives just as the event is
+    set (gh-86296): a loop that lost its cancel that way would never stop."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait([waiter], timeout=seconds)
+    finally:
+        waiter.cancel()
+    return bool(done)
+
+
 def plain_spawn(name: str, factory: LoopFactory) -> asyncio.Task[None]:
     """What a transport uses when no supervisor is wired (unit tests): a plain task."""
 

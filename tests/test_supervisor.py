@@ -278,3 +278,23 @@ async def test_health_written_by_the_bot_reads_as_stale_when_it_stops_reporting(
     assert any("dispatcher:fake" in line and "1 failures in a row" in line for line in fresh)
     stale = store.db.run_sync(status_lines, 1_800_001_000.0)
     assert "NOT REPORTING" in stale[0]
+
+
+async def test_a_loop_cancelled_as_its_event_is_set_still_stops(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's wait_for loses a cancel that comes with the event it waits for; a health
+    writer that lost its cancel so kept `vigil run` from exiting at SIGTERM."""
+    from bot import health as health_module
+
+    monkeypatch.setattr(health_module, "MIN_GAP", 0.0)
+    sup = Supervisor()
+    book = HealthBook(store.db, sup)
+    sup.changed.set()
+    task = asyncio.create_task(book.run())
+    await until(lambda: book.writes >= 1)
+    await asyncio.sleep(0.05)  # it now waits for the next change
+    sup.changed.set()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done and task.cancelled()
