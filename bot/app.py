@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import handlers
+from bot import memory
 from bot.capability import Capability, Registry, may_use
 from bot.config import Settings
 from bot.dispatcher import HEARTBEAT_PERIOD, Dispatcher
@@ -170,6 +171,7 @@ class App:
             log.info("running with %d transport(s)", len(started))
             watchdog.ready()
             self._tasks.append(asyncio.create_task(watchdog.run(), name="watchdog"))
+            self._tasks.append(sup.spawn("memory", memory.keep_released))
             await self.panic.wait_or(stop)
         finally:
             watchdog.stopping()
