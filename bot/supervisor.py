@@ -39,6 +39,7 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 60.0
 ALERT_AFTER = 3  # failures in a row that make a loop "keeps failing"
 ALERT_EVERY = 3600.0  # seconds between two alerts about the same loop
+FAULT_LOG_EVERY = 20  # a fault that lasts is logged again every this many tries
 
 
 @dataclass
@@ -163,10 +164,11 @@ class Supervisor:
     def fault(self, name: str, exc: BaseException) -> None:
         """A loop met an error it survives by itself (it backs off and goes on)."""
         health = self._health(name)
-        first = health.failures_in_row == 0
         self._failed(health, exc)
-        if first:
-            log.warning("loop %s: %s; it retries by itself", name, health.last_failure)
+        n = health.failures_in_row
+        if n == 1 or n % FAULT_LOG_EVERY == 0:  # the journal shows it lasting, not every try
+            log.warning("loop %s: %s (%d in a row); it retries by itself", name,
+                        health.last_failure, n)  # fmt: skip
 
     def recovered(self, name: str) -> None:
         """The loop's last attempt succeeded: its run of failures is over."""
