@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 import handlers
+from bot import memory
 from bot.capability import Capability, Registry, may_use
 from bot.config import Settings
-from bot.dispatcher import Dispatcher
+from bot.dispatcher import HEARTBEAT_PERIOD, Dispatcher
+from bot.health import HealthBook, is_store_fault
 from bot.intake import Intake
 from bot.jobs import JobContext, PeriodicJob, Producer
 from bot.messages import Incoming, Priority
 from bot.notify import notify_member
+from bot.outbox_writer import store_backoff
 from bot.panic import PanicSwitch, panic_wipe
 from bot.router import Router
 from bot.scheduler import Scheduler
 from bot.services import Services
+from bot.supervisor import LoopHealth, Supervisor
 from bot.transports.base import Transport
+from bot.watchdog import Watchdog
 from storage import members, outbox
 from storage.db import Connection
 from storage.store import Store
@@ -28,6 +34,8 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 DRAIN_GRACE = 10.0
+SCHEDULER_BEAT = 10.0  # the scheduler proves it runs jobs this often ...
+SCHEDULER_PERIOD = 6 * SCHEDULER_BEAT  # ... and is wedged when it has not for this long
 
 
 def services_for(store: Store, settings: Settings) -> Services:
@@ -114,19 +122,24 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.panic.bind(asyncio.get_running_loop())
-        watcher = asyncio.create_task(self.panic.watch())
-        recovered = await self.store.db.run(outbox.recover_in_flight)
-        if recovered:
-            log.info("re-queued %d messages that were in flight at the last stop", recovered)
-        for d in self.dispatchers.values():
-            self._tasks.append(asyncio.create_task(d.run()))
+        sup = self._supervise()
+        health = HealthBook(self.store.db, sup, self.clock)
+        await health.restore()
+        watchdog = Watchdog.from_env(sup)
+        self._tasks.append(sup.spawn("panic-watch", self.panic.watch))
+        self._tasks.append(sup.spawn("recover-in-flight", self._recover_then_dispatch))
         for t in self.transports:
             t.on_alert = self.alert_admins
+            t.spawn = sup.spawn
+        sup.watch("scheduler", SCHEDULER_PERIOD)
+        beat = functools.partial(sup.beat, "scheduler")
+        self.scheduler.supervise(sup.job_event, beat, SCHEDULER_BEAT)
         self.scheduler.start()
+        self._tasks.append(sup.spawn("health", health.run))
         started: list[Transport] = []
         try:
             for t in self.transports:
-                await t.start(self.deliver)
+                await t.start(self.deliver_when_stored)
                 started.append(t)
                 link = t.invite_link_prefix()
                 if link:
@@ -138,13 +151,71 @@ class App:
                 except Exception as exc:
                     log.warning("command menu not published: %s", type(exc).__name__)
             log.info("running with %d transport(s)", len(started))
+            watchdog.ready()
+            self._tasks.append(asyncio.create_task(watchdog.run(), name="watchdog"))
+            self._tasks.append(sup.spawn("memory", memory.keep_released))
             await self.panic.wait_or(stop)
         finally:
-            watcher.cancel()
+            watchdog.stopping()
             if self.panic.triggered:
+                await sup.stop()
                 await panic_wipe(self)  # no drain: nothing more may be sent or kept
             else:
                 await self._shutdown(started)
+                await sup.stop()
+                await health.write("stopped")
+
+    def _supervise(self) -> Supervisor:
+        """The supervisor of this run's loops; a loop that keeps failing alerts the admins."""
+        self.supervisor = Supervisor(wall=self.clock, on_alert=self.alert_loop_failing)
+        return self.supervisor
+
+    async def _recover_then_dispatch(self) -> None:
+        """Rows a previous run left in `sending` go back to `pending`, then the dispatchers
+        start (in that order: recovering after a claim would send that row twice). A store that
+        cannot write at start delays this (the supervisor retries it), it does not stop the
+        bot: intake runs meanwhile and waits for the store itself."""
+        recovered = await self.store.db.run(outbox.recover_in_flight)
+        if recovered:
+            log.info("re-queued %d messages that were in flight at the last stop", recovered)
+        sup = self.supervisor
+        for name, d in self.dispatchers.items():
+            loop = f"dispatcher:{name}"
+            d.heartbeat = functools.partial(sup.beat, loop)
+            d.on_fault = functools.partial(sup.fault, loop)
+            d.on_recovered = functools.partial(sup.recovered, loop)
+            self._tasks.append(sup.spawn(loop, d.run, period=HEARTBEAT_PERIOD))
+
+    async def deliver_when_stored(self, msg: Incoming) -> None:
+        """What transports are given: `deliver`, waiting while the store cannot write (a full
+        disk) instead of failing, so nothing is confirmed to a platform that is not stored and
+        nothing is given up: Telegram's offset does not move, Signal's frames stay queued.
+        Other errors (a bug) are raised to the transport at once."""
+        failures = 0
+        while True:
+            try:
+                await self.deliver(msg)
+            except Exception as exc:
+                if not is_store_fault(exc):
+                    raise
+                failures += 1
+                self.supervisor.fault("intake", exc)
+                log.debug("intake waits for the store (attempt %d)", failures)
+                await asyncio.sleep(store_backoff(failures))
+                continue
+            if failures:
+                self.supervisor.recovered("intake")
+            return
+
+    async def alert_loop_failing(self, health: LoopHealth) -> bool:
+        """Tell every administrator that a loop keeps failing (the supervisor calls this at
+        most once an hour per loop). True once the alert is stored in the outbox."""
+        now = self.clock()
+        key = f"loop-alert:{health.name}:{int(now)}"
+        args = (health.name, health.failures_in_row, health.last_failure or "error")
+        await self.store.db.run(_alert_loop, args, key, now)  # raises when not stored
+        self.wake_all()
+        return True
 
     async def _shutdown(self, started: list[Transport]) -> None:
         log.info("stopping: intake first, then draining the outbox")
@@ -184,6 +255,23 @@ def _scrub_sensitive(job: JobContext) -> int:
 # The core's own periodic work: sensitive outbox rows (report copies, codes, exact places) go
 # within a minute of their delivery.
 CORE_JOBS = (PeriodicJob("outbox-scrub", _scrub_sensitive, 60),)
+
+
+def _alert_loop(conn: Connection, args: tuple[str, int, str], key: str, now: float) -> int:
+    loop, count, kind = args
+    sent = 0
+    for admin_id in members.with_role(conn, ("admin",)):
+        sent += notify_member(
+            conn, admin_id,
+            lambda tr: tr(
+                "Vigil alert: a part of the bot ({loop}) failed {count} times in a row "
+                "({error}). It keeps restarting by itself. Please look at `vigil status` "
+                "and the service log on the server.",
+                loop=loop, count=count, error=kind,
+            ),
+            now=now, priority=Priority.EMERGENCY, idem_key=f"{key}:{admin_id}",
+        )  # fmt: skip
+    return sent
 
 
 def default_registry() -> Registry:

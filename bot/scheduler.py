@@ -11,6 +11,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    JobEvent,
+    JobExecutionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -33,6 +40,8 @@ HOUSEKEEPING_FIRST = 60.0  # seconds after start: a bot restarted daily must sti
 
 Job = Callable[[], Awaitable[None]]
 DbJob = Callable[[Connection, float], int]
+# (job id, "ok" | "error" | "overrun", the exception of an "error")
+JobOutcome = Callable[[str, str, BaseException | None], None]
 
 
 class Scheduler:
@@ -110,6 +119,29 @@ class Scheduler:
         for name, job, seconds in self._extra:
             self.aps.add_job(job, IntervalTrigger(seconds=seconds), id=name)
         self.aps.start()
+
+    def supervise(self, outcome: JobOutcome, heartbeat: Callable[[], None], every: float) -> None:
+        """The one place job execution is watched, whoever added the job (capabilities, the
+        actions alarm): every run's outcome goes to `outcome`, so a failing job counts as a
+        failing loop, and a job still running when its next run is due counts as wedged.
+        `heartbeat` runs as a job every `every` seconds: it proves APScheduler still runs jobs
+        (its own loop is not ours to watch)."""
+
+        async def beat() -> None:
+            heartbeat()
+
+        def listener(event: JobEvent) -> None:
+            if event.code == EVENT_JOB_MAX_INSTANCES:
+                outcome(event.job_id, "overrun", None)
+            elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+                outcome(event.job_id, "error", event.exception)
+            else:
+                outcome(event.job_id, "ok", None)
+
+        self.aps.add_listener(
+            listener, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES
+        )
+        self.aps.add_job(beat, IntervalTrigger(seconds=every), id="supervisor-heartbeat")
 
     def next_jobs(self) -> list[tuple[str, str]]:
         return [(j.id, str(j.next_run_time)) for j in self.aps.get_jobs()]

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "vigil.service"
+TEMPLATE = DEPLOY / "vigil@.service"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 GUIDE = ROOT / "docs" / "deploy.md"
-ALL_FILES = [UNIT, COMPOSE, DOCKERFILE, GUIDE]
+ALL_FILES = [UNIT, TEMPLATE, COMPOSE, DOCKERFILE, GUIDE]
 
 SIGNAL_CLI_DATA = "/home/.local/share/signal-cli"
 
@@ -133,6 +137,95 @@ def test_unit_secrets_never_in_the_environment(service):
         assert name not in env
     unset = " ".join(service.get("UnsetEnvironment", [])).split()
     assert {"VIGIL_PASSPHRASE", "VIGIL_TELEGRAM_TOKEN", "VIGIL_INSECURE_FAST_KDF"} <= set(unset)
+
+
+# --- the template unit: one instance per network ----------------------------------
+
+# What an instance has of its own; everything else must read as in vigil.service.
+PER_NETWORK = {"Description", "User", "Group", "StateDirectory", "Environment",
+               "LoadCredential", "LoadCredentialEncrypted", "EnvironmentFile"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, list[str]]:
+    return parse_unit(TEMPLATE.read_text())["Service"]
+
+
+def test_template_hardening_is_the_single_units(service, template):
+    shared = (set(service) | set(template)) - PER_NETWORK
+    drift = {k: (service.get(k), template.get(k)) for k in shared}
+    drift = {k: pair for k, pair in drift.items() if pair[0] != pair[1]}
+    assert not drift, f"vigil@.service drifted from vigil.service: {drift}"
+    env, tenv = unit_env(service), unit_env(template)
+    assert {k: v for k, v in env.items() if k != "VIGIL_DATA_DIR"} == {
+        k: v for k, v in tenv.items() if k != "VIGIL_DATA_DIR"
+    }
+
+
+def test_template_gives_each_network_its_own_user_store_secrets_and_settings(template):
+    assert template["User"][-1] == template["Group"][-1] == "vigil-%i"
+    assert template["StateDirectory"][-1] == "vigil-networks/%i"
+    env = unit_env(template)
+    assert env["VIGIL_DATA_DIR"] == "/var/lib/vigil-networks/%i"
+    assert env["VIGIL_PASSPHRASE_FILE"] == "%d/passphrase"
+    creds = template.get("LoadCredential", []) + template.get("LoadCredentialEncrypted", [])
+    assert creds and all(c.split(":", 1)[1].startswith("/etc/vigil/%i/") for c in creds)
+    assert template["EnvironmentFile"][-1] == "-/etc/vigil/%i/vigil.env"
+
+
+@pytest.mark.parametrize("unit", ["service", "template"])
+def test_units_tell_systemd_when_ready_and_keep_its_watchdog(request, unit):
+    settings = request.getfixturevalue(unit)
+    assert settings["Type"][-1] == "notify"
+    assert settings.get("NotifyAccess", ["main"])[-1] == "main"
+    seconds = settings["WatchdogSec"][-1].removesuffix("s")
+    # Longer than the dispatcher's own heartbeat check would be pointless; far shorter
+    # would restart a bot that is merely busy.
+    assert 10 <= int(seconds) <= 120
+    assert settings["Restart"][-1] == "on-failure"
+
+
+def _runnable_copy(path: Path, tmp_path: Path, name: str) -> Path:
+    """The unit with ExecStart pointing at this checkout's vigil: `verify` insists that the
+    binary exists, and /opt/vigil is not installed on a test machine. Nothing else changes."""
+    vigil = Path(sys.executable).parent / "vigil"
+    if not vigil.exists():
+        pytest.skip("no vigil script next to this Python")
+    text = path.read_text().replace("/opt/vigil/.venv/bin/vigil", str(vigil))
+    copy = tmp_path / name
+    copy.write_text(text)
+    return copy
+
+
+UNITS = [(UNIT, "vigil.service"), (TEMPLATE, "vigil@net1.service")]
+
+
+@pytest.mark.parametrize(("path", "name"), UNITS, ids=["vigil.service", "vigil@.service"])
+def test_unit_passes_systemd_analyze_verify(path, name, tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = _runnable_copy(path, tmp_path, name)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert not done.stderr.strip(), done.stderr
+
+
+@pytest.mark.parametrize(("path", "name"), UNITS, ids=["vigil.service", "vigil@.service"])
+def test_unit_exposure_stays_low(path, name, tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = _runnable_copy(path, tmp_path, name)
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert found, done.stdout[-500:] + done.stderr
+    exposure = float(found.group(1))
+    print(f"{name}: systemd-analyze security exposure {exposure}")
+    assert exposure <= 1.5
 
 
 # --- compose file -----------------------------------------------------------------

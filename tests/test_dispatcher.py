@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from bot.app import default_producers
-from bot.dispatcher import GLOBAL_CATCH_UP, MAX_ATTEMPTS, OUTAGE_MAX, Dispatcher, Pacer
+from bot.dispatcher import MAX_ATTEMPTS, OUTAGE_MAX, Dispatcher
 from bot.messages import Priority
+from bot.pacing import GLOBAL_CATCH_UP, PAUSED_REPLY_INTERVAL, Pacer
 from bot.transports.base import Limits, MaybeSent
 from storage import members, outbox
+from storage.db import StoreError
 from storage.outbox import TERMINAL
 from storage.store import Store
 from tests.fakes.memory_transport import Flood, MemoryTransport, ScaledClock
@@ -89,10 +91,12 @@ def test_pacer_never_exceeds_global_or_chat_rate() -> None:
     now, times = 0.0, []
     for i in range(300):
         chat = "same" if i % 10 == 0 else f"c{i}"
-        while True:
-            wait, ok = pacer.reserve(chat, now)
-            if ok:
-                times.append((now + wait, chat))
+        while True:  # what a send does: its chat's gate, then its turn for a global slot
+            wait = pacer.gate(chat, now) or pacer.global_wait(now)
+            if wait == 0:
+                pacer.take_global(now)
+                pacer.take_chat(chat, now)
+                times.append((now, chat))
                 break
             now += wait
     # Overall: a token bucket of 30/s whose burst is the catch-up tolerance never runs dry.
@@ -116,12 +120,13 @@ def test_pacer_never_exceeds_global_or_chat_rate() -> None:
 def test_pause_holds_bulk_but_replies_keep_a_budget() -> None:
     pacer = Pacer(per_second=30, per_chat_per_second=1, chat_burst=3)
     pacer.pause(60, now=0.0)
-    wait, ok = pacer.reserve("a", 1.0, priority=Priority.BULK)
-    assert not ok and wait == pytest.approx(59.0)
-    wait, ok = pacer.reserve("b", 1.0, priority=Priority.REPLY)
-    assert ok and wait == 0
-    wait, ok = pacer.reserve("c", 1.0, priority=Priority.REPLY)
-    assert not ok and 0 < wait <= 2.0  # the budget: one reply per PAUSED_REPLY_INTERVAL
+    assert pacer.gate("a", 1.0, priority=Priority.BULK) == pytest.approx(59.0)
+    assert pacer.blocked(Priority.BULK, 1.0) and not pacer.blocked(Priority.REPLY, 1.0)
+    assert pacer.gate("b", 1.0, priority=Priority.REPLY) == 0
+    assert pacer.global_wait(1.0, Priority.REPLY) == 0
+    pacer.take_global(1.0)
+    # The budget: one reply per PAUSED_REPLY_INTERVAL while bulk is paused.
+    assert pacer.global_wait(1.0, Priority.REPLY) == pytest.approx(PAUSED_REPLY_INTERVAL)
 
 
 async def test_emergency_and_replies_overtake_bulk(store: Store) -> None:
@@ -278,3 +283,110 @@ async def test_stale_message_expires(store: Store) -> None:
         "expired"
     )
     assert transport.deliveries == []
+
+
+async def test_a_reply_written_during_a_broadcast_takes_the_next_slot(store: Store) -> None:
+    """In simulated time, at 30/s with 16 in flight: between the moment a reply is written and
+    the moment it goes out, at most a couple of bulk messages (those already past their slot)
+    may leave. Booking slots ahead let ~16 go first (issue 15)."""
+    for i in range(300):
+        put(store, f"c{i}", f"bulk {i}")
+    dispatcher, transport, _ = make(
+        store, scale=5, limits=Limits(per_second=30, in_flight=16), flood=Flood()
+    )
+    task = asyncio.create_task(dispatcher.run())
+    ahead: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            for round_ in range(5):
+                while len(transport.deliveries) < 40 * (round_ + 1):
+                    await asyncio.sleep(0.005)
+                before = len(transport.deliveries)
+                put(store, f"asker{round_}", "your answer", Priority.REPLY)
+                dispatcher.wake()
+                while not transport.texts_to(f"asker{round_}"):
+                    await asyncio.sleep(0.002)
+                at = [d.chat for d in transport.deliveries].index(f"asker{round_}")
+                ahead.append(at - before)
+    finally:
+        await dispatcher.drain(1)
+        task.cancel()
+    assert max(ahead) <= 3, ahead
+    assert transport.rate_limited == 0
+    assert len(dispatcher._bulk) <= dispatcher.bulk_cap < dispatcher.in_flight
+
+
+class FullDisk:
+    """The store refuses writes of the named kinds while `full`, as SQLite does when the disk
+    is full: the writer job fails with the StoreError the writer raises for a failed commit."""
+
+    def __init__(self, store: Store, kinds: set[str]) -> None:
+        self.full = True
+        self.kinds = kinds
+        self.refused = 0
+        db = store.db
+        real = db.submit
+
+        def submit(fn: Any, *args: Any) -> Any:
+            name = getattr(fn, "__name__", "")
+            if self.full and name in self.kinds:
+                self.refused += 1
+
+                def refuse(conn: Any, *a: Any) -> None:
+                    raise StoreError("the database refused the write")
+
+                return real(refuse)
+            return real(fn, *args)
+
+        db.submit = submit  # type: ignore[method-assign]
+
+
+async def test_claims_refused_by_a_full_disk_resume_by_themselves(store: Store) -> None:
+    for i in range(20):
+        put(store, f"c{i}", f"m{i}", Priority.REPLY)
+    disk = FullDisk(store, {"_claim", "next_due"})
+    dispatcher, transport, _ = make(store, scale=20)
+    faults: list[str] = []
+    dispatcher.on_fault = lambda exc: faults.append(type(exc).__name__)
+    recovered: list[bool] = []
+    dispatcher.on_recovered = lambda: recovered.append(True)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        async with asyncio.timeout(20):
+            while disk.refused < 5:
+                await asyncio.sleep(0.005)
+            assert not task.done(), "the loop died on a store error"
+            assert transport.deliveries == []
+            disk.full = False
+            while len(transport.deliveries) < 20:
+                await asyncio.sleep(0.005)
+    finally:
+        await dispatcher.drain(1)
+        task.cancel()
+    assert set(faults) == {"StoreError"} and recovered
+    assert transport.duplicates() == 0
+    assert states(store) == {"sent": 20}
+
+
+async def test_a_send_whose_outcome_cannot_be_stored_is_not_sent_again(store: Store) -> None:
+    """The platform took the message, the disk is full: the sent mark waits for space, the
+    message is neither repeated nor lost, and the send keeps its in-flight slot meanwhile."""
+    for i in range(6):
+        put(store, f"c{i}", f"m{i}", Priority.REPLY)
+    disk = FullDisk(store, {"mark_sent_many"})
+    dispatcher, transport, _ = make(store, scale=20, limits=Limits(per_second=30, in_flight=4))
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        async with asyncio.timeout(20):
+            while disk.refused < 8:
+                await asyncio.sleep(0.005)
+            # Only the window went out: the other rows wait for a slot the unrecorded hold.
+            assert len(transport.deliveries) == dispatcher.in_flight
+            assert len(dispatcher._active) == dispatcher.in_flight
+            disk.full = False
+            while states(store).get("sent", 0) < 6:
+                await asyncio.sleep(0.005)
+    finally:
+        await dispatcher.drain(1)
+        task.cancel()
+    assert transport.duplicates() == 0 and len(transport.deliveries) == 6

