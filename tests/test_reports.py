@@ -292,11 +292,33 @@ def test_coordinator_live_copy_goes_to_assigned_coordinators_only(net: ChatHarne
 # --- no sealing key ------------------------------------------------------------------------
 
 
+def test_a_replaced_sealing_key_is_refused_and_admins_get_the_replace_command(
+    net: ChatHarness,
+) -> None:
+    """keyslots.json altered on disk: the pinned fingerprint no longer matches, so nothing is
+    sealed to the stranger's key, and the alert names the command that supersedes it on purpose."""
+    from storage import crypto
+
+    net.send("rana", "/report first, pins the key")
+    net.services.sealing_public = crypto.sealing_keypair().public
+    sent = net.send("rana", "/report The words SENTINEL-SWAP")
+    assert "cannot be stored safely" in to(sent, "rana")[0].text
+    warned = {s.chat for s in sent if "vigil keys sealing-import --replace" in s.text}
+    assert warned == {"coo", "ada"}
+    assert all("SENTINEL-SWAP" not in s.text for s in net.outbox())
+
+
 def test_without_a_sealing_key_reports_are_refused(net: ChatHarness) -> None:
     net.services.sealing_public = None
     sent = net.send("rana", "/report The words SENTINEL-NOKEY")
     assert "cannot be stored safely" in to(sent, "rana")[0].text
-    warned = {s.chat for s in sent if "vigil keys sealing-new" in s.text}
+    warned = {
+        s.chat
+        for s in sent
+        if "vigil keys sealing-new --out sealing.key" in s.text
+        and "offline computer" in s.text
+        and "vigil keys sealing-import sealing.key.pub" in s.text
+    }
     assert warned == {"coo", "ada"}
     again = net.send("rana", "/report again")
     assert not [s for s in again if "sealing-new" in s.text]  # once a day

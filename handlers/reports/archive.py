@@ -63,8 +63,9 @@ def warn_key_problem(ctx: Context, case: cases.Case | None, reason: str) -> None
 def _key_warning_missing(_: Translator) -> str:
     return _(
         "A relative's report could not be stored: this network has no sealing key, so it was "
-        "refused. An administrator must run `vigil keys sealing-new --out FILE` on the server, "
-        "move FILE off the server, and restart Vigil."
+        "refused. An administrator must run `vigil keys sealing-new --out sealing.key` on an "
+        "offline computer (never on the server), then copy only sealing.key.pub here and run "
+        "`vigil keys sealing-import sealing.key.pub` on the server, and restart Vigil."
     )
 
 
@@ -72,7 +73,8 @@ def _key_warning_mismatch(_: Translator) -> str:
     return _(
         "A relative's report was refused: the sealing key in keyslots.json is not the one this "
         "network recorded, so someone may have replaced it. Check the server. If you replaced "
-        "the key yourself, run `vigil keys sealing-new` again and restart Vigil."
+        "the key yourself, run `vigil keys sealing-import --replace sealing.key.pub` on the "
+        "server with the public key of your new key pair, and restart Vigil."
     )
 
 
