@@ -7,10 +7,11 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import handlers
-from bot import memory
+from bot import captcha_drop, memory
 from bot.capability import Capability, Registry, may_use
 from bot.config import Settings
 from bot.dispatcher import HEARTBEAT_PERIOD, Dispatcher
@@ -99,6 +100,13 @@ class App:
         await self.store.db.run(_alert_admins, text, key, self.clock())
         self.wake_all()
 
+    def _captcha_watch(self, transport: Any) -> Callable[[], Awaitable[None]]:
+        async def solve(link: str) -> captcha_drop.Outcome:
+            got = await transport.solve_challenge(link)
+            return captcha_drop.Outcome(got.value, got.text)
+
+        return functools.partial(captcha_drop.watch, self.store.data_dir, solve)
+
     def _poke_alarms(self) -> None:
         for alarm in self.scheduler.alarm_clocks:
             alarm.poke()
@@ -131,6 +139,10 @@ class App:
         for t in self.transports:
             t.on_alert = self.alert_admins
             t.spawn = sup.spawn
+            if hasattr(t, "on_resume"):
+                t.on_resume = self.wake_all  # held alerts and broadcasts go at once
+            if hasattr(t, "solve_challenge"):
+                self._tasks.append(sup.spawn("captcha-watch", self._captcha_watch(t)))
         sup.watch("scheduler", SCHEDULER_PERIOD)
         beat = functools.partial(sup.beat, "scheduler")
         self.scheduler.supervise(sup.job_event, beat, SCHEDULER_BEAT)

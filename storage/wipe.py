@@ -127,6 +127,7 @@ def _is_vigil_file(path: Path) -> bool:
         name.startswith(DB_FILE)  # vigil.db, -wal, -shm, -journal, .next, .restore
         or name.startswith(".vigil-")  # temporary files of backup, restore and rotation
         or name == LOCK_FILE
+        or name.startswith("signal-captcha.")  # a captcha handed over by `vigil signal captcha`
         or _is_backup(path)
     )
 

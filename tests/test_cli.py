@@ -274,3 +274,18 @@ def test_retention_report_bodies_warns_how_many_and_asks(data: Path) -> None:
     assert done.returncode == 0 and "report_bodies        90 days" in done.stdout
     quiet = vigil("retention", "report_bodies", "365", data_dir=data)  # deletes none: no question
     assert quiet.returncode == 0
+
+
+def test_signal_captcha_without_a_running_bot_says_so_and_withdraws_it(tmp_path: Path) -> None:
+    data = tmp_path / "net"
+    data.mkdir()
+    link = "signalcaptcha://signal-hcaptcha.abc.challenge.P1_x"
+    result = vigil("signal", "captcha", link, "--wait", "1", data_dir=data)
+    assert result.returncode == 1
+    assert "No answer from a running Vigil" in result.stdout
+    assert list(data.iterdir()) == []  # not left for a bot started later
+    bad = vigil("signal", "captcha", "solved!", data_dir=data)
+    assert bad.returncode == 2 and "signalcaptcha://" in one_line_error(bad)
+    assert list(data.iterdir()) == []
+    helped = vigil("signal", "captcha", "--help", data_dir=data)
+    assert "signalcaptchas.org" in helped.stdout and "--wait" in helped.stdout

@@ -255,3 +255,59 @@ def test_kill_9_mid_broadcast(tmp_path: Path, layer: RealSignal) -> None:
         assert not lost
         assert duplicates <= SignalTransport.limits.in_flight
         v.assert_no_tracebacks()
+
+
+CAPTCHA = "signalcaptcha://signal-hcaptcha.5fad97ac-7d06-4e44-b18a-b950b20148ff.challenge.P1_e2e"
+
+
+def test_captcha_challenge_from_chat_and_from_the_shell(tmp_path: Path, layer: RealSignal) -> None:
+    """429 with a token → sending suspended → the admin's /captcha reaches signal-cli's
+    submitRateLimitChallenge with that token and sending resumes; the same through
+    `vigil signal captcha` on the server; a rejected captcha is said in words and keeps the
+    pause. Neither tokens nor captchas reach the log."""
+    chat = Chat(layer)
+
+    def submitted() -> list[tuple[str, str]]:
+        found = layer.requests("submitRateLimitChallenge")
+        return [(r["params"]["challenge"], r["params"]["captcha"]) for r in found]
+
+    def suspend(token: str, count: int) -> None:
+        layer.fail("send", "rate_limit", token=token)
+        layer.user_sends(ALICE, "/help", timestamp=next(_clock))
+        v.wait_for_log("Signal sending SUSPENDED", timeout=WAIT, count=count)
+
+    with vigil_process(tmp_path, env_for(layer)) as v:
+        connected(v)
+        assert v.admin_code
+        assert "administrator" in chat.say(ALICE, f"/start {v.admin_code}", first=True)
+
+        suspend("token-chat-1", 1)
+        answered = len(layer.sent_to(ALICE))
+        layer.user_sends(ALICE, f"/captcha {CAPTCHA}-1", timestamp=next(_clock))
+        layer.wait_until(lambda: submitted() == [("token-chat-1", f"{CAPTCHA}-1")], timeout=WAIT)
+        layer.wait_until(
+            lambda: any("accepted the captcha" in t for t in layer.sent_to(ALICE)[answered:]),
+            timeout=WAIT,
+        )
+        v.wait_for_log("Signal sending resumed", timeout=WAIT)
+
+        suspend("token-shell-2", 2)
+        shell = v.cli("signal", "captcha", f"'{CAPTCHA}-2'", "--wait", "30", check=False)
+        assert shell.returncode == 0, shell.stdout + shell.stderr
+        assert "accepted" in shell.stdout
+        assert submitted()[-1] == ("token-shell-2", f"{CAPTCHA}-2")
+        assert not list(v.data_dir.glob("signal-captcha.*"))
+
+        suspend("token-shell-3", 3)
+        layer.fail("submitRateLimitChallenge", "captcha_rejected")
+        shell = v.cli("signal", "captcha", f"{CAPTCHA}-3", "--wait", "30", check=False)
+        assert shell.returncode == 1 and "rejected" in shell.stdout
+        assert "paused" in shell.stdout
+        bad = v.cli("signal", "captcha", "I solved it", check=False)
+        assert bad.returncode == 2 and "signalcaptcha://" in bad.stderr
+        assert len(submitted()) == 3
+        assert v.stop() == 0
+    v.assert_no_tracebacks()
+    v.assert_log_free_of(
+        [ALICE, layer.number, "token-chat-1", "token-shell-2", "token-shell-3", CAPTCHA[20:]]
+    )

@@ -9,6 +9,7 @@ One module per group of commands; each `register`s its subcommands with
 * slots.py        keys list, add, remove, rotate
 * sealing.py      keys sealing-new, sealing-import; reports export
 * maintenance.py  backup, restore, wipe, retention
+* signal.py       signal captcha (handed to the running bot)
 * common.py       what they share (imported by all of them, importing none of them)
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import sqlcipher3
 
 from bot import config, logs
-from bot.cli import maintenance, network, sealing, slots, status
+from bot.cli import maintenance, network, sealing, signal, slots, status
 from bot.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser, UsageError
 from storage import keys, sealkey
 from storage.db import DiskFull, StoreError, is_disk_full
@@ -47,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     sealing.register_keys(ksub)
     sealing.register(sub)
     maintenance.register(sub)
+    signal.register(sub)
     return p
 
 
