@@ -151,11 +151,8 @@ async def test_paced_at_the_limit_without_a_single_429(store: Store) -> None:
     dispatcher, transport, _ = make(store, scale=5, flood=Flood(per_second=30, burst=30))
     await run_until(dispatcher, lambda: len(transport.deliveries) >= 252)
     assert transport.rate_limited == 0
-    bulk = [d.at for d in transport.deliveries if d.chat != "busy"]
-    rate = (len(bulk) - 1) / (bulk[-1] - bulk[0])
-    # Loose: simulated time runs on a shared machine's event loop. The figure that counts
-    # (>= 0.95 of the limit against the real fake) is bench/broadcast.py's.
-    assert rate >= 0.6 * 30
+    # How close to the limit it runs is a speed figure, measured by bench/broadcast.py side by
+    # side; here only what pacing guarantees on any machine: no 429 and per-chat spacing.
     busy = [d.at for d in transport.deliveries if d.chat == "busy"]
     assert busy[-1] - busy[0] >= 12 - 3 - 1  # 1/s after the burst
     assert states(store) == {"sent": 252}
