@@ -61,7 +61,7 @@ class Outgoing:
     chat: str
     text: str
     choices: tuple[Choice, ...] = ()
-    kind: str = "message"  # "message" | "edit" | "delete"
+    kind: str = "message"  # an outbox.OutboxKind: "message" | "edit" | "delete" | "disappearing"
     ref: str | None = None  # platform message to edit or delete
     priority: Priority = Priority.REPLY
     outbox_id: int | None = None

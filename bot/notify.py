@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from bot.i18n import Translator
 from bot.messages import Choice, Priority
@@ -31,8 +30,8 @@ Channels = Mapping[str, Capabilities]  # what each running transport can do (Ser
 Render = Callable[[Translator], str]
 
 
-def outbox_body(text: str, choices: tuple[Choice, ...] = ()) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text}
+def outbox_body(text: str, choices: tuple[Choice, ...] = ()) -> outbox.OutboxBody:
+    body: outbox.OutboxBody = {"text": text}
     if choices:
         body["choices"] = [[c.label, c.value] for c in choices]
     return body
@@ -74,7 +73,7 @@ def route(
 def _wait_for_link(
     conn: Connection,
     member_id: int,
-    body: dict[str, Any],
+    body: outbox.OutboxBody,
     *,
     now: float,
     channels: Channels,

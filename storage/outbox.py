@@ -27,12 +27,25 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 from storage.db import Connection, scrubbed
 
 PRIORITIES = (0, 1, 2, 3)
 TERMINAL = ("sent", "failed", "maybe_sent", "cancelled")
+
+
+OutboxKind = Literal["message", "edit", "delete", "disappearing"]
+
+
+class OutboxBody(TypedDict, total=False):
+    """What a row asks the transport to do; stored as JSON in `outbox.body`."""
+
+    text: str  # what the member reads ("" for a delete)
+    choices: list[list[str]]  # [label, value] pairs: buttons, or a numbered menu on Signal
+    kind: OutboxKind  # absent: "message"
+    ref: str  # platform id of an incoming message (the carrier of a report, deleted)
+    target: int  # outbox id of an earlier row of ours that this edits or deletes
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,7 @@ class Item:
     chat: str
     member_id: int | None
     priority: int
-    body: dict[str, Any]
+    body: OutboxBody
     attempts: int
     broadcast_id: int | None
     error: str | None = None  # the previous attempt's error kind, if any
@@ -61,7 +74,7 @@ HELD = 9.0e15  # not_before of a row held until its recipient is trusted again (
 WAITING_CHAT = ""  # chat of content waiting for the member to link a private transport
 
 
-def dump_body(body: dict[str, Any]) -> str:
+def dump_body(body: OutboxBody) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -70,7 +83,7 @@ def enqueue(
     *,
     transport: str,
     chat: str,
-    body: dict[str, Any],
+    body: OutboxBody,
     priority: int,
     now: float,
     member_id: int | None = None,
@@ -164,7 +177,18 @@ def claim(
             [(r[0],) for r in rows],
         )
     return [
-        Item(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6] + 1, r[7], r[8], r[9])
+        Item(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            cast(OutboxBody, json.loads(r[5])),
+            r[6] + 1,
+            r[7],
+            r[8],
+            r[9],
+        )
         for r in rows
     ]
 
@@ -271,7 +295,7 @@ def due_count(conn: Connection, now: float) -> int:
     return row[0]
 
 
-def replace_pending_body(conn: Connection, item_id: int, body: dict[str, Any]) -> bool:
+def replace_pending_body(conn: Connection, item_id: int, body: OutboxBody) -> bool:
     """Rewrite a message that has not been claimed yet (coalescing progress edits)."""
     return (
         conn.execute(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from bot.context import COORDINATORS
 from bot.i18n import Translator
@@ -222,7 +221,7 @@ def _write(
             text, choices = reminder_text(
                 tr, action, case, occ, tz=tz, joined=joined, now=now, late=rem.late
             )
-            body: dict[str, Any] = {"text": text}
+            body: outbox.OutboxBody = {"text": text}
             if choices:
                 body["choices"] = [[c.label, c.value] for c in choices]
             bodies[key] = outbox.dump_body(body)

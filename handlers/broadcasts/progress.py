@@ -152,7 +152,7 @@ def progress(
 def _edit_progress(conn: Connection, b: Broadcast, text: str, now: float) -> None:
     """Edit the progress message in place; an edit not yet claimed is rewritten, not stacked."""
     assert b.progress_transport is not None and b.progress_chat is not None
-    body = {"kind": "edit", "target": b.progress_id, "text": text}
+    body: outbox.OutboxBody = {"kind": "edit", "target": b.progress_id, "text": text}
     if b.progress_edit_id is not None and outbox.replace_pending_body(
         conn, b.progress_edit_id, body
     ):
