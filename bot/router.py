@@ -99,8 +99,10 @@ class Router:
         if ident is not None and ident.quarantined:
             guard.hold(conn, msg)
             return Outcome()
-        member = members.by_address(conn, msg.transport, msg.sender) if ident else None
-        if member is not None:
+        member = members.get(conn, ident.member_id) if ident else None
+        if member is not None and not (
+            ident.chat == msg.chat and ident.reachable and ident.preferred
+        ):
             members.update_chat(conn, msg.transport, msg.sender, msg.chat)
         language = member.language if member else msg.language_hint
         tr = Translator(language or self.services.default_language)
