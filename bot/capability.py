@@ -17,6 +17,9 @@ from bot.jobs import Alarm, PeriodicJob, Producer, Upcoming
 from storage.members import Member
 
 Handler = Callable[[Context, str], None]
+# A member's plain text that no flow took and that is not a command: True when taken (a
+# relative's news offered as a report), False to let the next one, or "not understood", answer.
+FreeText = Callable[[Context, str], bool]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Capability:
     producers: tuple[Producer, ...] = ()
     alarm: Alarm | None = None
     upcoming: tuple[Upcoming, ...] = ()
+    free_text: tuple[FreeText, ...] = ()
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Registry:
     producers: list[Producer] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
     upcoming: list[Upcoming] = field(default_factory=list)
+    free_text: list[FreeText] = field(default_factory=list)
 
     @classmethod
     def of(cls, capabilities: Iterable[Capability]) -> Registry:
@@ -100,6 +105,7 @@ class Registry:
             reg.producers += cap.producers
             reg.alarms += [cap.alarm] if cap.alarm is not None else []
             reg.upcoming += cap.upcoming
+            reg.free_text += cap.free_text
         return reg
 
     def allowed(self, member: Member | None) -> list[Command]:

@@ -179,4 +179,6 @@ class Router:
         if ctx.incoming.attachments:
             ctx.reply(ctx._("To send a photo or document as a report, start with /report."))
             return
+        if any(take(ctx, text) for take in self.registry.free_text):
+            return
         ctx.reply(ctx._("I did not understand that. Send /help to see what you can do."))

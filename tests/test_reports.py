@@ -135,7 +135,8 @@ def test_cancel_ends_the_wizard_and_old_buttons_do_nothing(net: ChatHarness) -> 
     net.say("rana", "/pick kind visit")
     assert "Cancelled" in net.say("rana", "/cancel")
     assert "menu has closed" in net.say("rana", "/pick date today")
-    assert "did not understand" in net.say("rana", "my words")
+    assert "as a report about" in net.say("rana", "my words")  # plain news: offered afresh
+    assert "Nothing" in net.say("rana", "/pick confirm no")
     assert report_rows(net) == []
     assert rows(net, "SELECT count(*) FROM conversations")[0][0] == 0
 
