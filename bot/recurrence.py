@@ -275,23 +275,33 @@ def format_rule(rule: Rule) -> str:
 # --- occurrences -----------------------------------------------------------------------------
 
 
-def next_occurrence(rule: Rule, tz: ZoneInfo, after_utc: datetime) -> datetime | None:
+def next_occurrence(
+    rule: Rule, tz: ZoneInfo, after_utc: datetime, *, until: date | None = None
+) -> datetime | None:
     """The first occurrence strictly after `after_utc`, as an aware UTC datetime.
 
-    None when a one-off is not after `after_utc` (or, for any rule, past year 9999).
-    Feeding the result back in walks the schedule without repeats or steps backwards.
+    None when a one-off is not after `after_utc` (or, for any rule, past year 9999, or past
+    `until`). Feeding the result back in walks the schedule without repeats or steps backwards.
+    `until` is the last local calendar date a recurring rule fires on (inclusive); it is a
+    date, not an instant, so a series "until 1 March" keeps 1 March whatever the DST offset.
     """
-    return next(_instants_after(rule, tz, after_utc), None)
+    return next(_instants_after(rule, tz, after_utc, until), None)
 
 
 def occurrences(
-    rule: Rule, tz: ZoneInfo, start_utc: datetime, end_utc: datetime
+    rule: Rule,
+    tz: ZoneInfo,
+    start_utc: datetime,
+    end_utc: datetime,
+    *,
+    until: date | None = None,
 ) -> Iterator[datetime]:
-    """All occurrences in (start_utc, end_utc], ascending, as aware UTC datetimes."""
+    """All occurrences in (start_utc, end_utc], ascending, as aware UTC datetimes; with
+    `until`, none on a local calendar date after it."""
     # Validate now rather than at the first next(), so misuse fails at the call site.
     _require_aware(start_utc, "start_utc")
     _require_aware(end_utc, "end_utc")
-    return _until(_instants_after(rule, tz, start_utc), end_utc)
+    return _until(_instants_after(rule, tz, start_utc, until), end_utc)
 
 
 def _until(instants: Iterator[datetime], end_utc: datetime) -> Iterator[datetime]:
@@ -306,8 +316,12 @@ def _require_aware(value: datetime, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
-def _instants_after(rule: Rule, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
+def _instants_after(
+    rule: Rule, tz: ZoneInfo, after: datetime, until: date | None = None
+) -> Iterator[datetime]:
     _require_aware(after, "after_utc")
+    if until is not None and (not isinstance(until, date) or isinstance(until, datetime)):
+        raise ValueError("until must be a date")
     if rule.kind == "once":
         assert rule.on_date is not None
         instant = _resolve(rule.on_date, rule.at, tz)
@@ -316,6 +330,10 @@ def _instants_after(rule: Rule, tz: ZoneInfo, after: datetime) -> Iterator[datet
         return
     last = after
     for day in _candidate_dates(rule, _search_start(after, tz)):
+        # The candidate's calendar date decides, not the resolved instant: a gap-shifted
+        # 23:45 that lands just past midnight still belongs to its own (last) day.
+        if until is not None and day > until:
+            return
         instant = _resolve(day, rule.at, tz)
         # Resolved instants never decrease from one candidate day to the next (that would
         # need a fall-back longer than a day), so one pass in date order suffices. Strict ">"

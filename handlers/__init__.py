@@ -20,6 +20,7 @@ def capabilities() -> list[Capability]:
         privacy,
         reports,
         subscriptions,
+        transfers,
     )
 
     return [
@@ -35,4 +36,5 @@ def capabilities() -> list[Capability]:
         privacy.capability(),
         channels.capability(),
         admin.capability(),
+        transfers.capability(),
     ]

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from bot.capability import Capability, Commands
 from bot.context import ANYONE, COORDINATORS, Context, UserError
 from bot.i18n import N_
+from handlers import transfers
 from handlers.actions import on_case_hearing_set
 from handlers.common import (
     clean_text,
@@ -167,6 +168,7 @@ def case_card(ctx: Context, case: cases.Case) -> str:
             if len(history) > 1:
                 line += " " + ctx._("— transferred from {place}", place=history[1].facility)
         lines.append(line)
+    lines.extend(transfers.card_lines(ctx, case))
     if case.next_hearing is not None and case.next_hearing >= ctx.now - 12 * 3600:
         when = (
             fmt_date(ctx, case.next_hearing)
@@ -335,6 +337,9 @@ def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, b
     """Validate and store one field; returns how to show the new value."""
     none = ctx._("(empty)")
     if field == "status":
+        word, _sep, rest = value.partition(" ")
+        if word.lower() in ("transit", "etap"):
+            return transfers.start_transit(ctx, case, rest.strip())
         status = value.lower().replace(" ", "_").replace("-", "_")
         if status not in cases.STATUSES:
             raise UserError(
@@ -391,6 +396,7 @@ def _apply(ctx: Context, case: cases.Case, field: str, value: str, label: str, b
     if field == "facility":
         if text != case.facility:
             cases.record_facility(ctx.conn, case.id, text, ctx.now, by)
+        transfers.arrived(ctx, case, text)  # ends a transit, if one is open
         return text
     cases.set_field(ctx.conn, case.id, _column(field), text, ctx.now)
     return _shorten(text, 200)

@@ -38,12 +38,13 @@ class Action:
     created_at: float
     last_start: float | None
     horizon_at: float | None
+    until_date: str | None = None  # the series' last local date (migration 070)
 
 
 _COLS = (
     "id, kind, title, case_id, rule, timezone, once_at, all_day, place, exact_place, "
     "reveal_before, audience, reminders, state, origin, created_by, created_at, last_start, "
-    "horizon_at"
+    "horizon_at, until_date"
 )
 _A_COLS = ", ".join("a." + c.strip() for c in _COLS.split(","))
 
@@ -114,6 +115,7 @@ _UPDATABLE = frozenset(
     {
         "kind", "title", "rule", "timezone", "once_at", "all_day", "place", "exact_place",
         "reveal_before", "audience", "reminders", "state", "last_start", "horizon_at",
+        "until_date",
     }
 )  # fmt: skip
 

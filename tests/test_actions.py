@@ -126,10 +126,13 @@ def test_schedule_wizard(net: ChatHarness) -> None:
     assert "What kind" in net.say("coo", "nasrin")
     assert "When?" in net.say("coo", "protest")
     assert "already passed" in net.say("coo", "2020-01-01T10:00")  # asked again
-    assert "short title" in net.say("coo", "weekly:sun@18:00")
+    assert "Does the series end?" in net.say("coo", "weekly:sun@18:00")
+    assert "already passed" in net.say("coo", "2020-01-01")  # asked again
+    assert "short title" in net.say("coo", "2027-03-07")
     assert "Where?" in net.say("coo", "Sunday vigil")
     reply = net.say("coo", "Alexanderplatz")
     assert "Scheduled #" in reply and "every Sunday at 18:00" in reply
+    assert "Last date: 2027-03-07" in reply
     assert "Alexanderplatz" in reply and "protest" in reply
 
 

@@ -757,3 +757,87 @@ def test_parse_token_soup_raises_only_when_error(parts: list[str]) -> None:
         assert err.code in ERROR_MESSAGES  # a sentence for the user, not an internal error
     else:
         assert parse_when(format_rule(rule)) == rule  # what was understood can be said back
+
+
+# --- until: the last local calendar date of a series -----------------------------------------
+
+
+def test_until_keeps_the_last_day_across_spring_forward() -> None:
+    # The series ends on the day Berlin springs forward; 02:30 does not exist that day, and the
+    # gap-shifted 03:30 is still that day's occurrence (the date decides, not the offset).
+    got = list(
+        occurrences(
+            parse_when("daily@02:30"), BERLIN, utc(2026, 3, 26), utc(2026, 4, 5),
+            until=date(2026, 3, 29),
+        )
+    )  # fmt: skip
+    assert got == [utc(2026, 3, d, 1, 30) for d in (26, 27, 28, 29)]
+    assert got[-1].astimezone(BERLIN).replace(tzinfo=None) == datetime(2026, 3, 29, 3, 30)
+
+
+def test_until_across_fall_back_fires_once_on_the_last_day() -> None:
+    got = list(
+        occurrences(
+            parse_when("weekly:sun@02:30"), BERLIN, utc(2026, 10, 1), utc(2026, 12, 1),
+            until=date(2026, 10, 25),
+        )
+    )  # fmt: skip
+    assert got == [
+        utc(2026, 10, 4, 0, 30),
+        utc(2026, 10, 11, 0, 30),
+        utc(2026, 10, 18, 0, 30),
+        utc(2026, 10, 25, 0, 30),  # the first of the two 02:30s
+    ]
+    assert (
+        next_occurrence(parse_when("weekly:sun@02:30"), BERLIN, got[-1], until=date(2026, 10, 25))
+        is None
+    )
+
+
+def test_until_gap_ending_at_midnight_keeps_the_shifted_occurrence() -> None:
+    tz = ZoneInfo("Asia/Pyongyang")
+    rule = parse_when("daily@23:45")
+    # 05-04's 23:45 fires at 00:15 on 05-05, and belongs to 05-04: until=05-04 keeps it.
+    got = list(occurrences(rule, tz, utc(2018, 5, 3), utc(2018, 5, 8), until=date(2018, 5, 4)))
+    assert got == [utc(2018, 5, 3, 15, 15), utc(2018, 5, 4, 15, 15)]
+
+
+def test_until_before_the_start_yields_nothing_and_one_offs_ignore_it() -> None:
+    assert run("daily@10:00", BERLIN, utc(2026, 1, 1), utc(2026, 1, 9)) != []
+    rule = parse_when("daily@10:00")
+    assert (
+        list(occurrences(rule, BERLIN, utc(2026, 5, 1), utc(2026, 6, 1), until=date(2026, 4, 1)))
+        == []
+    )
+    once = parse_when("2026-12-01T10:00")
+    assert next_occurrence(once, BERLIN, utc(2026, 1, 1), until=date(2026, 1, 2)) is not None
+    with pytest.raises(ValueError):
+        next_occurrence(rule, BERLIN, utc(2026, 1, 1), until=datetime(2026, 2, 1))  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=recurring_rules, tz=zones, start=starts, cut=st.integers(-5, 400))
+def test_occurrences_with_until_match_independent_oracle(
+    rule: Rule, tz: ZoneInfo, start: datetime, cut: int
+) -> None:
+    end = start + window_for(rule)
+    until = start.astimezone(tz).date() + timedelta(days=cut)
+    got = list(occurrences(rule, tz, start, end, until=until))
+
+    first_day = start.astimezone(tz).date() - timedelta(days=3)
+    expected: set[datetime] = set()
+    day = first_day
+    while day <= until:
+        if fires_on(rule, day):
+            instant = oracle(tz, datetime.combine(day, rule.at))
+            if start < instant <= end:
+                expected.add(instant)
+        day += timedelta(days=1)
+    assert got == sorted(expected)
+    # The same walk, one next_occurrence at a time.
+    walked: list[datetime] = []
+    t = start
+    while (nxt := next_occurrence(rule, tz, t, until=until)) is not None and nxt <= end:
+        walked.append(nxt)
+        t = nxt
+    assert walked == got

@@ -49,6 +49,14 @@ from handlers.actions.render import (
     fmt_when,
     kind_label,
 )
+from handlers.actions.series import (
+    edit_until,
+    headcount_lines,
+    join_all,
+    leave_all,
+    leave_date,
+    note_series,
+)
 from handlers.broadcasts import remember_defaults
 from handlers.common import coordinated_case, valid_zone
 from storage import actions, cases
@@ -147,10 +155,20 @@ def _next_occ(ctx: Context, action: Action) -> Occurrence:
     return occ
 
 
-@commands.command("join", roles=MEMBERS, summary=N_("say you will come: /join ID"), order=31)
+def _second(args: str) -> str | None:
+    parts = args.split()
+    return parts[1].lower() if len(parts) > 1 else None
+
+
+@commands.command(
+    "join", roles=MEMBERS, summary=N_("say you will come: /join ID (or /join ID all)"), order=31
+)
 def join(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     action = visible_action(ctx, args)
+    if _second(args) in ("all", "series"):
+        join_all(ctx, action, _member_zone(ctx))
+        return
     occ = _next_occ(ctx, action)
     case = cases.get(ctx.conn, action.case_id) if action.case_id else None
     tz = _member_zone(ctx)
@@ -183,13 +201,27 @@ def join(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines))
 
 
-@commands.command("leave", roles=MEMBERS, summary=N_("you can no longer come: /leave ID"), order=32)
+@commands.command(
+    "leave",
+    roles=MEMBERS,
+    summary=N_("you can no longer come: /leave ID (or ID all, or ID DATE)"),
+    order=32,
+)
 def leave(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     action = visible_action(ctx, args)
+    second = _second(args)
+    if second in ("all", "series"):
+        leave_all(ctx, action)
+        return
+    if second is not None:
+        leave_date(ctx, action, second, _member_zone(ctx))
+        return
     occ = _next_occ(ctx, action)
     if actions.leave(ctx.conn, occ.id, member.id):
-        ctx.reply(ctx._("Noted: you are no longer going to #{id}.", id=action.id))
+        text = ctx._("Noted: you are no longer going to #{id}.", id=action.id)
+        still = note_series(ctx, action)
+        ctx.reply(text + ("\n" + still if still else ""))
     else:
         ctx.reply(ctx._("You had not joined #{id}.", id=action.id))
 
@@ -214,6 +246,7 @@ def headcount(ctx: Context, args: str) -> None:
         )  # fmt: skip
     else:
         lines.append(ctx._("No upcoming date."))
+    lines.extend(headcount_lines(ctx, action, tz))
     for past in actions.recent_occurrences(ctx.conn, action.id, ctx.now, 3):
         n = actions.headcount(ctx.conn, past.id)
         line = ctx._.plural(
@@ -262,6 +295,8 @@ EDIT_FIELDS = {
     "to": "audience",
     "reminders": "reminders",
     "remind": "reminders",
+    "until": "until",
+    "end": "until",
 }
 
 
@@ -280,6 +315,7 @@ def edit_action(ctx: Context, args: str) -> None:
         "start it is sent, e.g. 2h), audience (all, case, role:ROLE), reminders (e.g. 24h,1h or "
         "off). A dash clears place and secret."
     )
+    usage += "\n" + ctx._("until DATE (or -) sets the last date of a repeating action.")
     if len(parts) < 3:
         if parts:
             visible_action(ctx, parts[0], manage=True)
@@ -348,6 +384,8 @@ def edit_action(ctx: Context, args: str) -> None:
     elif fld == "reminders":
         actions.update(conn, action.id, reminders=parse_offsets(ctx, value))
         replan_reminders(conn, action, now)
+    elif fld == "until":
+        edit_until(ctx, action, value)
     ctx.audit("action.edited", f"action:{action.id}:{fld}")
     fresh = actions.get(conn, action.id)
     assert fresh is not None

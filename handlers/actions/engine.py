@@ -12,7 +12,7 @@ from handlers.actions.model import CHUNK, RSVP_KEEP, utc
 from handlers.actions.plan import materialise, plan_reminders, reveal_at
 from handlers.actions.render import action_title, fmt_when
 from handlers.common import safe_zone
-from storage import actions, cases, members
+from storage import actions, cases, members, series
 from storage.actions import Action, Occurrence
 from storage.db import Connection
 
@@ -20,6 +20,7 @@ from storage.db import Connection
 def housekeeping(conn: Connection, now: float) -> int:
     """Forget who joined past occurrences (keep the count) and end past one-offs."""
     actions.settle_past(conn, now - RSVP_KEEP)
+    series.forget_skips(conn, now - RSVP_KEEP)
     actions.end_past_one_offs(conn, now)
     return 0
 
@@ -48,12 +49,15 @@ def create_action(
     all_day: bool = False,
     origin: str = "manual",
     created_by: int | None = None,
+    until_date: str | None = None,
 ) -> Action:
     action_id = actions.create(
         conn, kind=kind, title=title, case_id=case_id, rule=rec.format_rule(rule), timezone=tz,
         once_at=once_at, audience=audience, reminders=reminders, now=now, place=place,
         all_day=all_day, origin=origin, created_by=created_by,
     )  # fmt: skip
+    if until_date is not None and once_at is None:
+        actions.update(conn, action_id, until_date=until_date)
     action = actions.get(conn, action_id)
     assert action is not None
     materialise(conn, action, now)

@@ -9,7 +9,7 @@ from bot.flows import Flow, FlowContext, Step
 from bot.messages import Choice
 from handlers.actions.engine import create_action
 from handlers.actions.model import DEFAULT_REMINDERS, DEFAULT_REVEAL, FLOW, KIND_LABELS, rule_of
-from handlers.actions.parse import parse_kind, parse_start
+from handlers.actions.parse import parse_kind, parse_start, parse_until
 from handlers.actions.render import (
     action_title,
     audience_label,
@@ -33,7 +33,7 @@ def coordinator_zone(ctx: Context) -> str:
 
 
 def usage(ctx: Context) -> str:
-    return ctx._(
+    text = ctx._(
         "Send /schedule SLUG WHEN TITLE, or /schedule - WHEN TITLE for an action without a "
         "case. WHEN is a local time like 2026-12-01T10:00 or a rule like weekly:sun@18:00, "
         "monthly:15@19:00 or yearly:10-30@12:00 (in {tz}). Options before the title: kind=vigil "
@@ -41,6 +41,7 @@ def usage(ctx: Context) -> str:
         "remind=24h,1h, tz=Europe/Berlin. Send /schedule alone for step-by-step questions.",
         tz=coordinator_zone(ctx),
     )
+    return text + "\n" + ctx._("A repeating action can end: put until:2027-03-01 before the title.")
 
 
 def zone_of(ctx: Context, data: dict[str, Any]) -> str:
@@ -53,7 +54,11 @@ def _missing(data: dict[str, Any]) -> str | None:
         return "case"
     if "kind" not in data and "title" not in data:
         return "kind"
-    for key in ("when", "title", "place"):
+    if "when" not in data:
+        return "when"
+    if data.get("ask_until"):  # the wizard asks it of a repeating rule; the one-line form not
+        return "until"
+    for key in ("title", "place"):
         if key not in data:
             return key
     return None
@@ -118,8 +123,22 @@ def _ask_when(fc: FlowContext) -> str:
 
 def _answer_when(fc: FlowContext, value: str) -> None:
     fc.data.setdefault("options", {})
-    parse_start(fc.ctx, value.strip(), zone_of(fc.ctx, fc.data))
+    _rule, once_at = parse_start(fc.ctx, value.strip(), zone_of(fc.ctx, fc.data))
     fc.data["when"] = value.strip()
+    if once_at is None and "until" not in fc.data["options"]:
+        fc.data["ask_until"] = True
+    _continue(fc)
+
+
+def _ask_until(fc: FlowContext) -> str:
+    return fc.ctx._(
+        "Does the series end? Send its last date like 2027-03-01, or - to keep it going."
+    )
+
+
+def _answer_until(fc: FlowContext, value: str) -> None:
+    fc.data["options"]["until"] = parse_until(fc.ctx, value, zone_of(fc.ctx, fc.data))
+    fc.data.pop("ask_until", None)
     _continue(fc)
 
 
@@ -154,6 +173,12 @@ SCHEDULE = Flow(
         ),
         Step("when", ask=_ask_when, answer=_answer_when),
         Step(
+            "until",
+            ask=_ask_until,
+            answer=_answer_until,
+            choices=lambda fc: (Choice(fc.ctx._("No end"), "-"),),
+        ),
+        Step(
             "title",
             ask=lambda fc: fc.ctx._("A short title, for example: Vigil outside the embassy."),
             answer=_answer_title,
@@ -182,6 +207,11 @@ def _create_from(ctx: Context, data: dict[str, Any]) -> None:
     opts = data["options"]
     tz = zone_of(ctx, data)
     rule, once_at = parse_start(ctx, data["when"], tz)
+    until = opts.get("until")
+    if until is not None:
+        if once_at is not None:
+            raise UserError(ctx._("Only a repeating action can have a last date (until:)."))
+        until = parse_until(ctx, until, tz)
     case = cases.get(ctx.conn, data["case_id"]) if data["case_id"] is not None else None
     audience = opts.get("to") or ("case" if case is not None else "all")
     if audience == "case" and case is None:
@@ -206,6 +236,7 @@ def _create_from(ctx: Context, data: dict[str, Any]) -> None:
         now=ctx.now,
         place=data.get("place"),
         created_by=member.id,
+        until_date=until,
     )
     ctx.audit("action.created", f"action:{action.id}")
     ctx.reply(summary(ctx, action, created=True))
@@ -229,6 +260,8 @@ def summary(ctx: Context, action: Action, *, created: bool = False) -> str:
     repeat = describe_rule(ctx._, rule_of(action)) if action.once_at is None else None
     if repeat:
         lines.append(ctx._("Repeats {rule} ({tz})", rule=repeat, tz=action.timezone))
+        if action.until_date:
+            lines.append(ctx._("Last date: {date}", date=action.until_date))
     if case is not None:
         lines.append(ctx._("Case: {name}", name=case.name))
     if action.place:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 from bot import recurrence as rec
@@ -118,15 +119,42 @@ def take_when(tokens: list[str]) -> tuple[str, int] | rec.WhenError:
     return best or rec.WhenError("bad_format")
 
 
-_OPTION = re.compile(r"^(kind|to|remind|tz)=(\S+)$", re.IGNORECASE)
+_OPTION = re.compile(r"^(kind|to|remind|tz|until)=(\S+)$", re.IGNORECASE)
+# The series end is also written with a colon, like the rule itself: until:2027-03-01.
+_UNTIL = re.compile(r"^until:(\S+)$", re.IGNORECASE)
+_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+
+
+def parse_until(ctx: Context, value: str, tz: str) -> str | None:
+    """The last local date of a series (ISO), or None for no end ("-", "none", "never")."""
+    text = value.strip().lower()
+    if text in ("-", "none", "never", "off"):
+        return None
+    m = _DATE.match(text)
+    bad = ctx._("Give the last date of the series like 2027-03-01, or - for no end.")
+    if not m:
+        raise UserError(bad)
+    try:
+        last = date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        raise UserError(bad) from None
+    today = utc(ctx.now).astimezone(zone(tz)).date()
+    if last < today:
+        raise UserError(ctx._("That date has already passed."))
+    if (last - today).days > MAX_AHEAD_DAYS:
+        raise UserError(ctx._("That date is too far ahead."))
+    return last.isoformat()
 
 
 def take_options(ctx: Context, tokens: list[str], data: dict[str, Any]) -> list[str]:
     """Parse leading key=value options into `data` (kind) and `data["options"]`."""
     opts = data["options"]
-    while tokens and (m := _OPTION.match(tokens[0])):
-        key, value = m.group(1).lower(), m.group(2)
-        if key == "tz":
+    while tokens and (m := _OPTION.match(tokens[0]) or _UNTIL.match(tokens[0])):
+        key, value = (m.group(1).lower(), m.group(2)) if m.re is _OPTION else ("until", m[1])
+        if key == "until":
+            # Checked against the action's zone when it is created (the tz= may come later).
+            opts["until"] = value
+        elif key == "tz":
             found = valid_zone(value)
             if found is None:
                 raise UserError(

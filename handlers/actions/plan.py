@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from bot import recurrence as rec
 from handlers.actions.model import DEFAULT_REVEAL, LOOKAHEAD, MAX_CATCHUP, rule_of, utc
 from handlers.common import zone
-from storage import actions
+from storage import actions, series
 from storage.actions import Action
 from storage.db import Connection
 
@@ -15,8 +15,15 @@ from storage.db import Connection
 def _next_start(action: Action, after: float) -> float | None:
     if action.once_at is not None:
         return action.once_at if action.once_at > after else None
-    nxt = rec.next_occurrence(rule_of(action), zone(action.timezone), utc(after))
+    nxt = rec.next_occurrence(
+        rule_of(action), zone(action.timezone), utc(after), until=until_of(action)
+    )
     return nxt.timestamp() if nxt is not None else None
+
+
+def until_of(action: Action) -> date | None:
+    """The series' last local date, or None when it has no end."""
+    return date.fromisoformat(action.until_date) if action.until_date else None
 
 
 def _reminder_start(action: Action, start: float) -> float:
@@ -81,6 +88,7 @@ def materialise(conn: Connection, action: Action, now: float, ref: float | None 
         occ_id = actions.add_occurrence(conn, action.id, start, reveal_at(action, start, ref))
         if occ_id is not None:
             plan_reminders(conn, action, occ_id, start, ref)
+            series.fill_occurrence(conn, action.id, occ_id, now)
             created += 1
         cursor = start
     actions.update(conn, action.id, last_start=cursor, horizon_at=horizon)

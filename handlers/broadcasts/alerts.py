@@ -62,6 +62,10 @@ def alert_text(tr: Translator, body: dict[str, Any], *, digest: bool = False) ->
             )
         )
     text = str(body.get("text", ""))
+    if isinstance(body.get("notice"), dict):
+        from handlers.transfers.notices import render_notice  # the bot's own words, translated
+
+        text = render_notice(tr, body["notice"])
     if digest and len(text) > DIGEST_ITEM_CHARS:
         text = text[: DIGEST_ITEM_CHARS - 1].rstrip() + "…"
     lines.append(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bot.context import Context
 from bot.flows import Flow, FlowContext, Step
@@ -110,6 +111,7 @@ def publish_alert(
     text: str,
     author_id: int | None,
     now: float,
+    notice: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Start the alert fan-out of a case update: (alert id, people it will reach). Publishing
     the same update twice starts nothing new."""
@@ -129,6 +131,8 @@ def publish_alert(
             "flags": sorted(set(flags)),
             "case": case.name,
             "slug": case.slug,
+            # A text the bot writes (a transfer): rendered in each recipient's language.
+            **({"notice": notice} if notice else {}),
         },
         priority=priority,
         now=now,
