@@ -97,11 +97,12 @@ def _redeem(ctx: Context, code: str) -> None:
     ctx.member = members.get(ctx.conn, member.id)
     assert ctx.member is not None
     ctx.audit("invite.redeemed", f"invite:{invite.id}")
-    if invite.role == "family" and ctx.incoming.transport == "signal":
+    caps = ctx.services.capabilities(ctx.incoming.transport)
+    if invite.role == "family" and caps.disappearing:
         # Relatives' Signal chats get the network's disappearing-messages timer (if set):
         # a seized phone then holds less. The Signal transport applies it.
         outbox.enqueue(
-            ctx.conn, transport="signal", chat=ctx.incoming.chat, member_id=member.id,
+            ctx.conn, transport=ctx.incoming.transport, chat=ctx.incoming.chat, member_id=member.id,
             body={"kind": "disappearing", "text": ""}, priority=Priority.REPLY, now=ctx.now,
         )  # fmt: skip
     lines = [ctx._("Welcome. You joined as {role}.", role=role_name(ctx, ctx.member.role))]
@@ -115,7 +116,7 @@ def _redeem(ctx: Context, code: str) -> None:
                     name=case.name,
                 )
             )
-        if ctx.incoming.transport == "telegram":
+        if not caps.end_to_end:
             lines.append(
                 ctx._(
                     "Please note: Telegram chats with bots are not end-to-end encrypted; "

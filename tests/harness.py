@@ -23,7 +23,7 @@ PASSPHRASE = "correct horse battery staple"
 CHANNELS = {
     "console": Capabilities(end_to_end=True),
     "telegram": Capabilities(edits=True, buttons=True, deletes_incoming=True),
-    "signal": Capabilities(end_to_end=True),
+    "signal": Capabilities(end_to_end=True, disappearing=True),
 }
 
 

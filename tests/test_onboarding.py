@@ -74,6 +74,25 @@ def test_family_invite_ties_member_to_case(chat: ChatHarness) -> None:
     assert role_of(chat, "rana") == "family"
 
 
+def test_the_platform_decides_the_warning_and_the_disappearing_timer(chat: ChatHarness) -> None:
+    # Asked of the transport's capabilities, not of its name: a platform that can read the chat
+    # gets the warning, one with disappearing timers gets the timer, each only where it applies.
+    chat.case("nasrin", "Nasrin S.", visibility="restricted")
+
+    def timers() -> list[str]:
+        rows = chat.run(lambda c: c.execute("SELECT transport, body FROM outbox").fetchall())
+        return [t for t, body in rows if '"disappearing"' in body]
+
+    reply = chat.say("rana", f"/start {invite(chat, 'family', case='nasrin')}", transport="signal")
+    assert "not end-to-end encrypted" not in reply
+    assert timers() == ["signal"]
+    reply = chat.say(
+        "mina", f"/start {invite(chat, 'family', case='nasrin')}", transport="telegram"
+    )
+    assert "not end-to-end encrypted" in reply
+    assert timers() == ["signal"]
+
+
 def test_redeeming_never_downgrades(chat: ChatHarness) -> None:
     chat.member("ada", "admin")
     chat.say("ada", "/start " + invite(chat, "activist"))

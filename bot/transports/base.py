@@ -75,6 +75,7 @@ class Capabilities:
     buttons: bool = False  # inline buttons; without them choices are numbered lines
     deletes_incoming: bool = False  # may delete a person's message from the chat
     end_to_end: bool = False  # the platform cannot read the content (Signal: yes)
+    disappearing: bool = False  # a chat can be given a disappearing-messages timer
 
 
 class Transport(abc.ABC):

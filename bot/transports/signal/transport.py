@@ -92,7 +92,9 @@ def _older_than(version: str | None, minimum: tuple[int, int]) -> bool:
 class SignalTransport(Transport):
     name = "signal"
     limits = Limits(per_second=1.0, per_chat_per_second=0.5, chat_burst=3, in_flight=2)
-    capabilities = Capabilities(edits=False, buttons=False, deletes_incoming=False, end_to_end=True)
+    capabilities = Capabilities(
+        edits=False, buttons=False, deletes_incoming=False, end_to_end=True, disappearing=True
+    )
 
     def __init__(
         self,
