@@ -404,7 +404,11 @@ def test_unacknowledged_urgent_stops_after_three_days(net: ChatHarness) -> None:
 
 
 def test_urgent_without_text_asks_for_it(net: ChatHarness) -> None:
-    assert "What happened" in net.say("rana", "/urgent")
+    (ask,) = [s for s in net.send("rana", "/urgent") if s.chat == "rana"]
+    assert "What happened" in ask.text
+    # Never offer a choice that is refused: the question cannot be skipped, so no Skip button.
+    assert all(value != "/skip" for _label, value in ask.body.get("choices", []))
+    assert "Skip" not in ask.text
     assert "cannot be skipped" in net.say("rana", "/skip")
     sent = net.send("rana", "Taken to an unknown place")
     assert any(s.chat == "coo" and "unknown place" in s.text for s in sent)
