@@ -151,3 +151,30 @@ def test_without_a_sealing_key_the_offer_is_not_made(net: ChatHarness) -> None:
     assert "Send this" not in reply
     assert rows(net, "SELECT count(*) FROM conversations") == [(0,)]
     assert report_rows(net) == []
+
+
+def test_a_case_she_no_longer_belongs_to_cannot_be_chosen(net: ChatHarness) -> None:
+    # The menu was shown while she was a relative of both cases; unlinked from Ana's case before
+    # she answers, choosing it stores nothing (the case is checked at the answer, not the ask).
+    sig = SignalChat(net, "two")
+    sig.say(NEWS)
+    net.run(
+        lambda c: c.execute(
+            "DELETE FROM case_members WHERE case_id = (SELECT id FROM cases WHERE slug = 'ana') "
+            "AND member_id = (SELECT member_id FROM identities WHERE address = 'two')"
+        )
+    )
+    said = sig.say("2")
+    assert report_rows(net) == []
+    assert all("SENTINEL" not in s.text for s in said)
+
+
+def test_signal_news_reaches_a_telegram_coordinator_only_as_a_notice(net: ChatHarness) -> None:
+    net.member("tg-coo", "coordinator", coordinates=("ana",), transport="telegram")
+    sig = SignalChat(net, "sig-rel")
+    sig.say(NEWS)
+    done = sig.say("1")
+    (rep,) = report_rows(net)
+    to_tg = [s for s in done if s.transport == "telegram"]
+    assert [s.chat for s in to_tg] == ["tg-coo"]  # told at once
+    assert f"#{rep.id}" in to_tg[0].text and "SENTINEL" not in to_tg[0].text
