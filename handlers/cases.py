@@ -4,8 +4,10 @@ Who sees what: public cases are visible to anyone; restricted ones to coordinato
 members tied to the case (its relatives, assigned coordinators). Every answer for a case the
 member may not see is the same sentence as for a case that does not exist.
 
-Who edits: admins; coordinators assigned to the case; every coordinator while none is
-assigned (`storage.cases.may_coordinate`). A new case starts *restricted*: a family may not
+Who edits: admins and the coordinators assigned to the case (`storage.cases.may_coordinate`);
+`/newcase` assigns its creator, admins add or drop others with /assign and /unassign
+(handlers/admin.py). A case nobody coordinates belongs to the admins alone. A new case starts
+*restricted*: a family may not
 want publicity, so making a case public is a deliberate `/editcase SLUG visibility public`.
 
 Input from coordinators is checked, not repaired: invisible or control characters (direction
@@ -247,7 +249,7 @@ def case_card(ctx: Context, case: cases.Case) -> str:
     "newcase", roles=COORDINATORS, summary=N_("create a case: /newcase SLUG NAME"), order=40
 )
 def new_case(ctx: Context, args: str) -> None:
-    ctx.require_member()
+    member = ctx.require_member()
     parts = args.split(None, 1)
     if len(parts) < 2:
         raise UserError(
@@ -268,11 +270,13 @@ def new_case(ctx: Context, args: str) -> None:
     if cases.by_slug(ctx.conn, slug) is not None:
         raise UserError(ctx._("There is already a case {slug}.", slug=slug))
     case = cases.create(ctx.conn, slug, name, "restricted", ctx.now)
+    # The creator coordinates it: otherwise its first reports would go to nobody but admins.
+    cases.link_member(ctx.conn, case.id, member.id, "coordinator")
     ctx.audit("case.created", f"case:{case.id}")
     ctx.reply(
         ctx._(
-            "Case created: {name} (/case {slug}). It is restricted for now: only coordinators "
-            "and people tied to it can see it.\n"
+            "Case created: {name} (/case {slug}). You coordinate it. It is restricted for now: "
+            "only coordinators and people tied to it can see it.\n"
             "Fill in the case sheet with /editcase {slug} FIELD VALUE. Fields: {fields}.\n"
             "When the family agrees, make it public: /editcase {slug} visibility public",
             name=name,

@@ -110,15 +110,41 @@ def member_cases(conn: Connection, member_id: int, relation: str) -> list[Case]:
 
 
 def coordinators_of(conn: Connection, case_id: int) -> list[int]:
-    """Coordinators assigned to the case, or every coordinator and admin when none is."""
+    """Coordinators assigned to the case, or the administrators when none is: a case nobody
+    coordinates belongs to the admins alone, never to every coordinator of the network."""
     rows = conn.execute(
-        "SELECT member_id FROM case_members WHERE case_id = ? AND relation = 'coordinator'",
+        "SELECT member_id FROM case_members WHERE case_id = ? AND relation = 'coordinator' "
+        "ORDER BY member_id",
         (case_id,),
     ).fetchall()
     if rows:
         return [r[0] for r in rows]
-    rows = conn.execute("SELECT id FROM members WHERE role IN ('coordinator', 'admin')").fetchall()
-    return [r[0] for r in rows]
+    return admins(conn)
+
+
+def admins(conn: Connection) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM members WHERE role = 'admin' ORDER BY id")]
+
+
+def assigned_coordinators(conn: Connection, case_id: int) -> list[int]:
+    """Coordinators assigned to the case (no fallback)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT cm.member_id FROM case_members cm JOIN members m ON m.id = cm.member_id "
+            "WHERE cm.case_id = ? AND cm.relation = 'coordinator' "
+            "AND m.role IN ('coordinator', 'admin') ORDER BY cm.member_id",
+            (case_id,),
+        )
+    ]
+
+
+def unlink_member(conn: Connection, case_id: int, member_id: int, relation: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM case_members WHERE case_id = ? AND member_id = ? AND relation = ?",
+        (case_id, member_id, relation),
+    )
+    return cur.rowcount > 0
 
 
 def family_of(conn: Connection, case_id: int) -> list[int]:
@@ -155,20 +181,18 @@ def can_see(conn: Connection, case: Case, member_id: int | None, role: str | Non
 
 
 def may_coordinate(conn: Connection, case: Case, member_id: int | None, role: str | None) -> bool:
-    """Who may edit the case and read its reports' metadata: admins; coordinators assigned to
-    it; every coordinator while none is assigned (the same rule as `coordinators_of`)."""
+    """Who may edit the case and read its reports' metadata: admins, and the coordinators
+    assigned to it. Authority is per case: a coordinator of another case has none here."""
     if role == "admin":
         return True
     if role != "coordinator" or member_id is None:
         return False
-    assigned = [
-        r[0]
-        for r in conn.execute(
-            "SELECT member_id FROM case_members WHERE case_id = ? AND relation = 'coordinator'",
-            (case.id,),
-        )
-    ]
-    return not assigned or member_id in assigned
+    row = conn.execute(
+        "SELECT 1 FROM case_members "
+        "WHERE case_id = ? AND member_id = ? AND relation = 'coordinator'",
+        (case.id, member_id),
+    ).fetchone()
+    return row is not None
 
 
 def coordinated_by(conn: Connection, member_id: int, role: str) -> list[Case]:

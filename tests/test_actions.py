@@ -33,7 +33,7 @@ def net(chat: ChatHarness) -> ChatHarness:
     chat.services.default_timezone = "Europe/Berlin"
     chat.case("nasrin", "Nasrin S.")
     public(chat, "nasrin")
-    chat.member("coo", "coordinator")
+    chat.member("coo", "coordinator", coordinates=("nasrin",))
     chat.member("ann")
     return chat
 
@@ -209,7 +209,8 @@ def test_invitation_to_audience_then_reminder_to_those_who_joined(net: ChatHarne
     mark = net.last_id()
     step(net, start - DAY)
     invitations = [s for s in net.outbox(mark) if "Vigil for Nasrin" in s.text]
-    assert {s.chat for s in invitations} == {"ann", "bob"}
+    # The followers, and coo: a case's coordinators are part of its audience.
+    assert {s.chat for s in invitations} == {"ann", "bob", "coo"}
     assert all(f"/join {aid}" in s.text and s.priority == 3 for s in invitations)
     net.say("ann", f"/join {aid}")
     mark = net.last_id()
@@ -235,7 +236,7 @@ def test_double_fire_changes_nothing(net: ChatHarness) -> None:
     )
     assert net.run(ha.fire_due, net.clock()) == 0
     assert net.last_id() == before
-    assert len(outbox_keys(net, f"a{aid}:")) == 1
+    assert len(outbox_keys(net, f"a{aid}:")) == 2  # ann and coo, once each
 
 
 def _dst_case(net: ChatHarness, zone: str, rule: str, since: str, until: str) -> list[Any]:

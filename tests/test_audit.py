@@ -95,7 +95,7 @@ def test_audit_rows_carry_no_content(world: World) -> None:
 def test_audit_command_shows_ids_and_filters(chat: ChatHarness) -> None:
     chat.case("nasrin", "Nasrin S.")
     ada = chat.member("ada", "admin")
-    coo = chat.member("coo", "coordinator")
+    coo = chat.member("coo", "coordinator", coordinates=("nasrin",))
     ann = chat.member("ann", "activist")
     chat.say("coo", f"/editcase nasrin summary {SENTINEL}")
     chat.say("ada", f"/promote {ann} coordinator")

@@ -14,7 +14,7 @@ from tests.harness import ChatHarness
 
 def network(chat: ChatHarness) -> None:
     chat.case("ales", "Ales B.")
-    chat.member("cora", "coordinator")
+    chat.member("cora", "coordinator", coordinates=("ales",))
     chat.member("ann")
     chat.member("bob", language="ru")
     chat.member("rana", "family", family_of=("ales",))
@@ -87,8 +87,8 @@ def test_segments(chat: ChatHarness) -> None:
     assert "2 people" in chat.say("cora", "/broadcast role:activists x")
     assert "1 people" in chat.say("cora", "/broadcast role:family x")
     assert "1 people" in chat.say("cora", "/broadcast lang:ru x")
-    # A case: its followers and its relatives.
-    assert "followers and relatives of Ales B.: 2 people" in chat.say(
+    # A case: its followers, its relatives and its coordinators.
+    assert "followers and relatives of Ales B.: 3 people" in chat.say(
         "cora", "/broadcast case:ales x"
     )
     assert "Nobody can be reached" in chat.say("cora", "/broadcast lang:fa x")
@@ -269,7 +269,7 @@ def test_case_segment_count_matches_the_fan_out(chat: ChatHarness) -> None:
     'all' followers, 'off' for one case, relatives, restricted visibility, unreachable ids."""
     chat.case("ales", "Ales B.")
     chat.case("nasrin", "Nasrin S.", visibility="restricted")
-    chat.member("cora", "coordinator")
+    chat.member("cora", "coordinator", coordinates=("ales", "nasrin"))
     for i in range(30):
         who = f"m{i}"
         chat.member(who, "family" if i % 7 == 0 else "activist",

@@ -21,7 +21,7 @@ def net(chat: ChatHarness) -> ChatHarness:
     chat.router.limiter = CommandRateLimiter(rate_per_minute=100_000, burst=100_000)
     chat.case("ales", "Ales B.", "public")
     chat.case("nasrin", "Nasrin S.", "restricted")
-    chat.member("coo", "coordinator")
+    chat.member("coo", "coordinator", coordinates=("ales", "nasrin"))
     chat.member("ada", "admin")
     chat.member("rana", "family", family_of=("nasrin",))
     chat.member("bo", "family", family_of=("ales",))
@@ -187,9 +187,10 @@ def test_who_may_edit(net: ChatHarness) -> None:
     assert net.say("act", "/editcase ales country X") == UNKNOWN
     assert net.say("rana", "/newcase x Y") == UNKNOWN
     net.member("own", "coordinator", coordinates=("nasrin",))
-    # Once a case has assigned coordinators, others get the "no such case" answer.
-    assert net.say("coo", "/editcase nasrin country X") == NOT_FOUND
-    assert net.say("coo", "/editcase nosuch country X") == NOT_FOUND
+    net.member("cob", "coordinator", coordinates=("ales",))
+    # A coordinator of another case gets the "no such case" answer.
+    assert net.say("cob", "/editcase nasrin country X") == NOT_FOUND
+    assert net.say("cob", "/editcase nosuch country X") == NOT_FOUND
     assert "Iran" in net.say("own", "/editcase nasrin country Iran")
     assert "Iran" in net.say("ada", "/editcase nasrin country Iran")
 

@@ -15,7 +15,7 @@ def open_hearing_actions(chat: ChatHarness) -> int:
 
 def test_hearing_date_schedules_and_release_cancels(chat: ChatHarness) -> None:
     chat.case("ales", "Ales B.")
-    chat.member("coo", "coordinator")
+    chat.member("coo", "coordinator", coordinates=("ales",))
     reply = chat.say("coo", "/editcase ales next_hearing 2026-12-01T10:00")
     assert "Court-hearing action" in reply
     assert open_hearing_actions(chat) == 1

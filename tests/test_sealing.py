@@ -71,7 +71,7 @@ def network(chat: ChatHarness, public: bytes | None) -> ChatHarness:
     chat.router.limiter = CommandRateLimiter(rate_per_minute=100_000, burst=100_000)
     chat.services.sealing_public = public
     chat.case("nasrin", "Nasrin S.", "restricted")
-    chat.member("coo", "coordinator")
+    chat.member("coo", "coordinator", coordinates=("nasrin",))
     chat.member("rana", "family", family_of=("nasrin",))
     return chat
 

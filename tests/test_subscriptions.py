@@ -22,7 +22,7 @@ def alerts_to(chat: ChatHarness, who: str, since: int = 0) -> list[Any]:
 def network(chat: ChatHarness) -> None:
     chat.case("ales", "Ales B.")
     chat.case("nasrin", "Nasrin S.", visibility="restricted")
-    chat.member("cora", "coordinator")
+    chat.member("cora", "coordinator", coordinates=("ales", "nasrin"))
     chat.member("ann")
     chat.member("bob")
     chat.member("rana", "family", family_of=("nasrin",))
