@@ -43,6 +43,7 @@ def services_for(store: Store, settings: Settings) -> Services:
     return Services(
         index_key=store.subkeys.index,
         invite_only=settings.invite_only,
+        approval_threshold=settings.approval_threshold,
         default_language=settings.language,
         default_timezone=settings.timezone,
         sealing_public=store.slots.sealing_public,

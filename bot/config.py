@@ -61,6 +61,7 @@ class Settings:
     language: str = "en"
     log_level: str = "INFO"
     invite_only: bool = False
+    approval_threshold: int = 200
 
     def take_passphrase(self) -> str | None:
         """The network passphrase, once: it leaves these settings and the environment as it
@@ -88,6 +89,7 @@ class Settings:
             "timezone": self.timezone,
             "language": self.language,
             "invite only": "yes" if self.invite_only else "no",
+            "approval over": f"{self.approval_threshold} people",
         }
 
 
@@ -102,6 +104,7 @@ _KEYS = {
     "telegram_webhook_listen", "telegram_webhook_secret", "telegram_delete_reports",
     "signal_api_url", "signal_number", "signal_disappearing_seconds", "signal_poll_timeout",
     "timezone", "language", "log_level", "invite_only",
+    "approval_threshold",
 }  # fmt: skip
 
 
@@ -151,8 +154,17 @@ def load(config_file: str | None = None, env: dict[str, str] | None = None) -> S
     s.language = values.get("language") or "en"
     s.log_level = (values.get("log_level") or "INFO").upper()
     s.invite_only = _truthy(values.get("invite_only"), False)
+    s.approval_threshold = _count(values.get("approval_threshold"), 200)
     _validate(s)
     return s
+
+
+def _count(raw: str | None, default: int) -> int:
+    if not raw:
+        return default
+    if not raw.strip().isascii() or not raw.strip().isdigit() or not 1 <= int(raw) <= 10_000_000:
+        raise ConfigError("VIGIL_APPROVAL_THRESHOLD must be a whole number of people, at least 1.")
+    return int(raw)
 
 
 def _validate(s: Settings) -> None:

@@ -17,6 +17,8 @@ def _nothing() -> None:
 class Services:
     index_key: bytes
     invite_only: bool = False
+    # Audiences larger than this need a second person's approval (issue 14, two-person rule).
+    approval_threshold: int = 200
     default_language: str = "en"
     default_timezone: str = "UTC"
     bot_links: dict[str, str] = field(default_factory=dict)  # transport -> deep-link prefix

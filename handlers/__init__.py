@@ -10,6 +10,7 @@ def capabilities() -> list[Capability]:
     from handlers import (
         actions,
         admin,
+        approvals,
         broadcasts,
         cases,
         channels,
@@ -31,6 +32,7 @@ def capabilities() -> list[Capability]:
         actions.capability(),
         letters.capability(),
         broadcasts.capability(),
+        approvals.capability(),
         invites.capability(),
         preferences.capability(),
         privacy.capability(),

@@ -1,31 +1,36 @@
-"""Administration in chat: /promote, /revoke, /audit, /panic. Administrators only.
+"""Administration in chat: /members, /promote, /revoke, /assign, /unassign, /audit, /panic.
 
 Members are named by their member number. A member reads theirs in /mydata and tells the
-administrator (in person, or over a channel the administrator trusts); numbers also appear in
-/audit. The bot never lists members, not even to administrators: a seized or hijacked admin
-account must not yield the network's roster in one message.
+administrator (in person, or over a channel the administrator trusts). /members lists numbers
+with role, cases, transports and join month, never a name or a platform id, at most 50 lines a
+message, and every listing is audited: a seized admin account yields no names.
 
+/members [ROLE|CASE]     Who is who, by number.
 /promote N ROLE [CASE]   ROLE: coordinator, admin, or family (with CASE: link as a relative).
-                         A coordinator may be assigned to a CASE. The member is told.
-/revoke N [remove]       Demote to supporter, or with `remove` delete them entirely. Either way:
-                         case links dropped, their dialog ended, their broadcasts stopped
-                         (drafts dropped and running fan-outs cancelled: a hijacked coordinator
-                         must not keep messaging the network), unredeemed invite codes they
-                         issued invalidated, and messages still queued to them cancelled. The
-                         member is not told: a hijacked account should learn nothing from it;
-                         tell the real person yourself. Authority is read from the database on
+                         Shows the member's line and asks /confirm: a typo must not hand
+                         someone the families' reports. A new coordinator or admin, and a
+                         coordinator given a case, then wait for a second administrator
+                         (handlers/approvals) unless there is none. The member is told.
+/revoke N [remove]       Shows the member's line and asks /confirm, then: demote to supporter,
+                         or with `remove` delete them entirely. Case links dropped, their
+                         dialog ended, their broadcasts stopped, their pending requests void,
+                         unredeemed invite codes they issued invalidated, and messages still
+                         queued to them cancelled. Revoking an administrator waits for a
+                         second administrator. The member is not told: a hijacked account
+                         should learn nothing from it. Authority is read from the database on
                          every message, so revocation applies from their next message.
+/assign N CASE           A coordinator coordinates the case too (second administrator agrees).
+/unassign N CASE         They no longer do; at once, since taking authority away is what one
+                         does to a seized account. A case nobody coordinates is the admins'.
 /audit [COUNT|#N|ACTION] The latest privileged acts (who by member number, what, which internal
                          id; never content), optionally only member N's, or one kind of act.
-/panic PHRASE            Crypto-erase: the running bot stops taking messages, overwrites and
-                         deletes the key slots, deletes the database and exits
-                         (storage/wipe.py). The handler does no I/O: it calls the callable the
-                         App puts in `Services.panic`, which schedules the wipe on the
-                         event loop to start once this message's transaction has committed.
+/panic PHRASE            Crypto-erase (storage/wipe.py), one person alone: speed matters in a
+                         raid. The handler does no I/O: it calls the callable the App puts in
+                         `Services.panic`, which schedules the wipe on the event loop to start
+                         once this message's transaction has committed.
 
-Every act is audited (`member.promoted`, `member.revoked`, `member.removed`, `audit.viewed`,
-`panic.requested`). Approval by a second administrator for /promote admin and /panic is
-planned (THREATS.md: compromised coordinator account); today one admin suffices.
+Every act is audited (`member.promoted`, `member.revoked`, `member.removed`, `case.assigned`,
+`case.unassigned`, `members.listed`, `audit.viewed`, `panic.requested`, and the approvals').
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from datetime import UTC, datetime
 
 from bot.capability import Capability, Commands
 from bot.context import ADMINS, Context, UserError
+from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_, Translator
-from bot.messages import Priority
+from bot.messages import Choice, Priority
+from handlers.approvals import core as approval
 from handlers.common import NOT_FOUND, ROLE_RANK, normalize_phrase, phrase_matches, role_name
 from storage import audit, cases, members, privacy
+from storage.approvals import Approval
 
 commands = Commands()
 
@@ -76,7 +84,81 @@ def _not_self(ctx: Context, target: members.Member) -> None:
         )
 
 
-# --- /promote --------------------------------------------------------------------------------
+# --- who a member is, for the admin acting on them ------------------------------------------
+
+
+def member_line(ctx: Context, target: members.Member, tr: Translator | None = None) -> str:
+    """Number, role, cases, transports and join month; never a name or a platform id. In the
+    reader's language: `tr` for a preview that goes to someone else."""
+    _ = tr or ctx._
+    links = cases.links_of(ctx.conn, target.id)
+    where = ", ".join(
+        (_("coordinates {case}", case=slug) if rel == "coordinator" else
+         _("relative in {case}", case=slug) if rel == "family" else slug)
+        for slug, rel in links
+    ) or _("no case")  # fmt: skip
+    kinds = sorted({i.transport for i in members.identities(ctx.conn, target.id)})
+    transports = ", ".join(TRANSPORT_NAMES.get(t, t) for t in kinds) or "-"
+    joined = datetime.fromtimestamp(members.joined_at(ctx.conn, target.id), UTC).strftime("%Y-%m")
+    roles = {
+        "activist": _("supporter"),
+        "family": _("relative"),
+        "coordinator": _("coordinator"),
+        "admin": _("administrator"),
+    }
+    return _(
+        "#{id} · {role} · {cases} · {transports} · joined {month}",
+        id=target.id,
+        role=roles.get(target.role, target.role),
+        cases=where,
+        transports=transports,
+        month=joined,
+    )
+
+
+TRANSPORT_NAMES = {"telegram": "Telegram", "signal": "Signal", "console": "console"}
+MEMBERS_SHOWN = 50
+
+
+@commands.command(
+    "members", roles=ADMINS, summary=N_("list members by number: /members [ROLE|CASE]"), order=69
+)
+def list_members(ctx: Context, args: str) -> None:
+    word = args.strip().lower()
+    role: str | None = None
+    case_id: int | None = None
+    if word:
+        from handlers.broadcasts import ROLE_ALIASES
+
+        if word in ROLE_ALIASES:
+            role = ROLE_ALIASES[word]
+        else:
+            case = cases.by_slug(ctx.conn, word[:64])
+            if case is None:
+                raise UserError(
+                    ctx._("Send /members, /members ROLE (supporter, relative, coordinator, "
+                          "admin) or /members CASE.")
+                )  # fmt: skip
+            case_id = case.id
+    ids = members.listing(ctx.conn, role=role, case_id=case_id)
+    ctx.audit("members.listed", None)
+    if not ids:
+        ctx.reply(ctx._("No members match."))
+        return
+    lines = [ctx._("Members: {n} (numbers only, never names).", n=len(ids))]
+    for mid in ids[:MEMBERS_SHOWN]:
+        m = members.get(ctx.conn, mid)
+        if m is not None:
+            lines.append(member_line(ctx, m))
+    if len(ids) > MEMBERS_SHOWN:
+        lines.append(
+            ctx._("Not shown: {n}. Narrow the list with /members ROLE or /members CASE.",
+                  n=len(ids) - MEMBERS_SHOWN)
+        )  # fmt: skip
+    ctx.reply("\n".join(lines))
+
+
+# --- /promote ------------------------------------------------------------------------------
 
 
 @commands.command(
@@ -99,6 +181,23 @@ def promote(ctx: Context, args: str) -> None:
         case = cases.by_slug(ctx.conn, words[2].lower()[:64])
         if case is None:
             raise UserError(ctx._(NOT_FOUND))
+    new_role = _promotion(ctx, target, role, case)
+    if new_role == target.role and case is None:
+        ctx.reply(
+            ctx._(
+                "Member {id} already has that role or a higher one ({role}).",
+                id=target.id,
+                role=role_name(ctx, target.role),
+            )
+        )
+        return
+    data = {"act": "promote", "target": target.id, "role": role, "new_role": new_role,
+            "case": case.id if case else None}  # fmt: skip
+    ctx.start_flow(CHANGE, data)
+
+
+def _promotion(ctx: Context, target: members.Member, role: str, case: cases.Case | None) -> str:
+    """The role the member ends with; UserError when the promotion makes no sense."""
     if role == "family":
         if case is None:
             raise UserError(ctx._("A relative is linked to a case: /promote N family CASE"))
@@ -113,16 +212,12 @@ def promote(ctx: Context, args: str) -> None:
             )
     if role == "admin" and case is not None:
         raise UserError(ctx._("Administrators are not tied to a case: /promote N admin"))
-    new_role = role if ROLE_RANK[role] > ROLE_RANK[target.role] else target.role
-    if new_role == target.role and case is None:
-        ctx.reply(
-            ctx._(
-                "Member {id} already has that role or a higher one ({role}).",
-                id=target.id,
-                role=role_name(ctx, target.role),
-            )
-        )
-        return
+    return role if ROLE_RANK[role] > ROLE_RANK[target.role] else target.role
+
+
+def _apply_promotion(
+    ctx: Context, target: members.Member, role: str, new_role: str, case: cases.Case | None
+) -> str:
     members.set_role(ctx.conn, target.id, new_role)
     if case is not None:
         relation = "family" if role == "family" else "coordinator"
@@ -130,18 +225,12 @@ def promote(ctx: Context, args: str) -> None:
     where = f":case:{case.id}" if case else ""
     ctx.audit("member.promoted", f"member:{target.id}:{new_role}{where}")
     case_name = case.name if case else None
-    ctx.notify(
-        target.id,
-        _promoted_text(new_role, role, case_name),
-        priority=Priority.ALERT,
-    )
-    ctx.reply(
-        ctx._(
-            "Member {id} now has the role {role}{case}. They have been told.",
-            id=target.id,
-            role=role_name(ctx, new_role),
-            case=(" — " + case_name) if case_name else "",
-        )
+    ctx.notify(target.id, _promoted_text(new_role, role, case_name), priority=Priority.ALERT)
+    return ctx._(
+        "Member {id} now has the role {role}{case}. They have been told.",
+        id=target.id,
+        role=role_name(ctx, new_role),
+        case=(" — " + case_name) if case_name else "",
     )
 
 
@@ -164,7 +253,23 @@ def _promoted_text(new_role: str, asked: str, case_name: str | None) -> Callable
     return render
 
 
-# --- /revoke ---------------------------------------------------------------------------------
+def approved_promotion(ctx: Context, a: Approval) -> str | None:
+    target = members.get(ctx.conn, a.payload["target"])
+    case = cases.get(ctx.conn, a.payload["case"]) if a.payload.get("case") else None
+    if target is None or (a.payload.get("case") and case is None):
+        return None
+    try:
+        new_role = _promotion(ctx, target, a.payload["role"], case)
+    except UserError:
+        return None
+    if new_role == target.role and case is None:
+        return None
+    done = _apply_promotion(ctx, target, a.payload["role"], new_role, case)
+    _tell_initiator(ctx, a)
+    return done
+
+
+# --- /revoke -------------------------------------------------------------------------------
 
 
 @commands.command(
@@ -181,7 +286,10 @@ def revoke(ctx: Context, args: str) -> None:
         )
     target = _member_number(ctx, words[0])
     _not_self(ctx, target)
-    remove = len(words) == 2
+    ctx.start_flow(CHANGE, {"act": "revoke", "target": target.id, "remove": len(words) == 2})
+
+
+def _apply_revocation(ctx: Context, target: members.Member, remove: bool) -> str:
     done = privacy.revoke_member(ctx.conn, target.id, ctx.now)
     if remove:
         privacy.forget_member(ctx.conn, target.id, ctx.services.index_key, ctx.now)
@@ -203,7 +311,246 @@ def revoke(ctx: Context, args: str) -> None:
         broadcasts=done.broadcasts,
         messages=done.messages,
     )
-    ctx.reply(first + "\n" + details)
+    return first + "\n" + details
+
+
+def approved_revocation(ctx: Context, a: Approval) -> str | None:
+    target = members.get(ctx.conn, a.payload["target"])
+    me = ctx.require_member()
+    if target is None or target.id == me.id or target.role != "admin":
+        return None  # only an admin's revocation waits for approval
+    done = _apply_revocation(ctx, target, bool(a.payload.get("remove")))
+    _tell_initiator(ctx, a)
+    return done
+
+
+# --- /assign, /unassign --------------------------------------------------------------------
+
+
+def _coordinator_and_case(ctx: Context, args: str, usage: str) -> tuple[members.Member, cases.Case]:
+    words = args.split()
+    if len(words) != 2:
+        raise UserError(usage)
+    target = _member_number(ctx, words[0])
+    case = cases.by_slug(ctx.conn, words[1].lower()[:64])
+    if case is None:
+        raise UserError(ctx._(NOT_FOUND))
+    return target, case
+
+
+@commands.command(
+    "assign", roles=ADMINS, summary=N_("let a coordinator coordinate a case: /assign N CASE"),
+    order=73,
+)  # fmt: skip
+def assign(ctx: Context, args: str) -> None:
+    target, case = _coordinator_and_case(
+        ctx, args, ctx._("Send /assign N CASE: member N will coordinate that case.")
+    )
+    if target.role not in ("coordinator", "admin"):
+        raise UserError(
+            ctx._(
+                "Member {id} is not a coordinator. To make them one for this case: "
+                "/promote {id} coordinator {case}",
+                id=target.id,
+                case=case.slug,
+            )
+        )
+    if target.id in cases.assigned_coordinators(ctx.conn, case.id):
+        ctx.reply(ctx._("Member {id} already coordinates {name}.", id=target.id, name=case.name))
+        return
+    line = member_line(ctx, target)
+    name = case.name
+
+    def preview(_: Translator) -> str:
+        return (
+            member_line(ctx, target, _)
+            + "\n"
+            + _("Assign them to coordinate {name}: they would read its reports.", name=name)
+        )
+
+    aid = approval.request(
+        ctx, kind="assign", subject=f"member:{target.id}",
+        payload={"target": target.id, "case": case.id}, case_id=None, preview=preview,
+    )  # fmt: skip
+    if aid is not None:
+        ctx.reply(line + "\n\n" + approval.waiting_text(ctx._, aid))
+        return
+    ctx.reply(_apply_assignment(ctx, target, case))
+
+
+def _apply_assignment(ctx: Context, target: members.Member, case: cases.Case) -> str:
+    cases.link_member(ctx.conn, case.id, target.id, "coordinator")
+    ctx.audit("case.assigned", f"case:{case.id}:member:{target.id}")
+    name = case.name
+    ctx.notify(
+        target.id,
+        lambda _: _("You are now a coordinator of the case of {name}.", name=name),
+        priority=Priority.ALERT,
+    )
+    return ctx._(
+        "Member {id} now coordinates {name}. They have been told.", id=target.id, name=case.name
+    )
+
+
+def approved_assignment(ctx: Context, a: Approval) -> str | None:
+    target = members.get(ctx.conn, a.payload["target"])
+    case = cases.get(ctx.conn, a.payload["case"])
+    if target is None or case is None or target.role not in ("coordinator", "admin"):
+        return None
+    done = _apply_assignment(ctx, target, case)
+    _tell_initiator(ctx, a)
+    return done
+
+
+@commands.command(
+    "unassign", roles=ADMINS, summary=N_("take a case from a coordinator: /unassign N CASE"),
+    order=74,
+)  # fmt: skip
+def unassign(ctx: Context, args: str) -> None:
+    # Taking authority away needs no second person: it is what one does to a seized account.
+    target, case = _coordinator_and_case(
+        ctx, args, ctx._("Send /unassign N CASE: member N will no longer coordinate that case.")
+    )
+    if not cases.unlink_member(ctx.conn, case.id, target.id, "coordinator"):
+        raise UserError(
+            ctx._("Member {id} does not coordinate {name}.", id=target.id, name=case.name)
+        )
+    ctx.audit("case.unassigned", f"case:{case.id}:member:{target.id}")
+    left = cases.assigned_coordinators(ctx.conn, case.id)
+    text = ctx._("Member {id} no longer coordinates {name}. They were not told.",
+                 id=target.id, name=case.name)  # fmt: skip
+    if not left:
+        text += "\n" + ctx._(
+            "Nobody coordinates {name} now: its reports go to the administrators.", name=case.name
+        )
+    ctx.reply(text)
+
+
+def _tell_initiator(ctx: Context, a: Approval) -> None:
+    if a.initiator_id is None:
+        return
+    me = ctx.require_member()
+    aid = a.id
+    ctx.notify(
+        a.initiator_id,
+        lambda _: _(
+            "Member {member} approved your request #{id}; it is done.", member=me.id, id=aid
+        ),
+        priority=Priority.ALERT,
+        idem_key=f"approval:{aid}:done",
+    )
+
+
+# --- the confirmation both /promote and /revoke ask for ---------------------------------------
+
+
+def _ask_change(fc: FlowContext) -> str:
+    ctx = fc.ctx
+    target = members.get(ctx.conn, fc.data["target"])
+    if target is None:
+        return ctx._(MEMBER_NOT_FOUND)
+    line = member_line(ctx, target)
+    if fc.data["act"] == "revoke":
+        what = (
+            ctx._("Remove member {id} entirely? Nothing about them will be kept.", id=target.id)
+            if fc.data.get("remove")
+            else ctx._(
+                "Make member {id} a supporter again, without case links or privileges?",
+                id=target.id,
+            )
+        )
+    else:
+        case = cases.get(ctx.conn, fc.data["case"]) if fc.data.get("case") else None
+        what = ctx._(
+            "Give member {id} the role {role}{case}?",
+            id=target.id,
+            role=role_name(ctx, fc.data["new_role"]),
+            case=(" — " + case.name) if case else "",
+        )
+    return line + "\n\n" + what + "\n" + ctx._("Send /confirm to go ahead, or /cancel.")
+
+
+def _change_choices(fc: FlowContext) -> tuple[Choice, ...]:
+    return (Choice(fc.ctx._("Confirm"), "yes"), Choice(fc.ctx._("Cancel"), "no"))
+
+
+def _answer_change(fc: FlowContext, value: str) -> None:
+    picked = fc.match(value)
+    if picked == "yes":
+        _confirm_change(fc, "")
+    elif picked == "no":
+        fc.end()
+        fc.ctx.reply(fc.ctx._("Cancelled. Nothing was changed."))
+    else:
+        fc.again(fc.ctx._("Send /confirm to go ahead, or /cancel."))
+
+
+def _confirm_change(fc: FlowContext, args: str) -> None:
+    ctx = fc.ctx
+    fc.end()
+    target = members.get(ctx.conn, fc.data["target"])
+    if target is None:
+        raise fc.fail(ctx._(MEMBER_NOT_FOUND))
+    if fc.data["act"] == "revoke":
+        remove = bool(fc.data.get("remove"))
+        if target.role == "admin":
+            tid = target.id
+
+            def what(_: Translator) -> str:
+                if remove:
+                    return _("Remove administrator {id} entirely.", id=tid)
+                return _("Revoke administrator {id}: make them a supporter.", id=tid)
+
+            aid = approval.request(
+                ctx, kind="revoke", subject=f"member:{target.id}",
+                payload={"target": target.id, "remove": remove}, case_id=None,
+                preview=lambda _: member_line(ctx, target, _) + "\n" + what(_),
+            )  # fmt: skip
+            if aid is not None:
+                ctx.reply(approval.waiting_text(ctx._, aid))
+                return
+        ctx.reply(_apply_revocation(ctx, target, remove))
+        return
+    case = cases.get(ctx.conn, fc.data["case"]) if fc.data.get("case") else None
+    if fc.data.get("case") and case is None:
+        raise fc.fail(ctx._(NOT_FOUND))
+    role = fc.data["role"]
+    try:
+        new_role = _promotion(ctx, target, role, case)
+    except UserError as err:  # the member changed since the question: end, then answer
+        raise fc.fail(err.message) from None
+    # A new coordinator or admin, or a coordinator given a case: a second person agrees.
+    raised = new_role in ("coordinator", "admin") and new_role != target.role
+    if raised or (case is not None and role != "family"):
+        tid, case_name = target.id, case.name if case else None
+
+        def what(_: Translator) -> str:
+            names = {"coordinator": _("coordinator"), "admin": _("administrator")}
+            return _(
+                "Give member {id} the role {role}{case}.",
+                id=tid,
+                role=names.get(new_role, new_role),
+                case=(" — " + case_name) if case_name else "",
+            )
+
+        aid = approval.request(
+            ctx, kind="promote", subject=f"member:{target.id}",
+            payload={"target": target.id, "role": role, "case": case.id if case else None},
+            case_id=None, preview=lambda _: member_line(ctx, target, _) + "\n" + what(_),
+        )  # fmt: skip
+        if aid is not None:
+            ctx.reply(approval.waiting_text(ctx._, aid))
+            return
+    ctx.reply(_apply_promotion(ctx, target, role, new_role, case))
+
+
+CHANGE = Flow(
+    "member-change",
+    steps=(Step("confirm", _ask_change, _answer_change, _change_choices),),
+    commands={"confirm": _confirm_change},
+    back=False,
+    ttl=3600.0,
+)
 
 
 # --- /audit ----------------------------------------------------------------------------------
@@ -285,4 +632,4 @@ def panic(ctx: Context, args: str) -> None:
 
 
 def capability() -> Capability:
-    return Capability("admin", commands=tuple(commands))
+    return Capability("admin", commands=tuple(commands), flows=(CHANGE,))

@@ -6,7 +6,7 @@ from bot.capability import Capability, Commands
 from bot.context import ANYONE, Context
 from bot.i18n import N_
 from bot.messages import Priority
-from handlers.broadcasts import cancel_fanout
+from handlers.broadcasts import cancel_fanout, cancel_latest
 from handlers.common import ROLE_RANK, role_name
 from storage import cases, crypto, invites, members, outbox, ratelimits
 
@@ -142,9 +142,12 @@ def help_(ctx: Context, args: str) -> None:
 
 @commands.command("cancel", roles=ANYONE, summary=N_("stop the current dialog"), order=90)
 def cancel(ctx: Context, args: str) -> None:
-    """Bare /cancel inside a flow is the flow engine's; here: nothing open, or /cancel ID."""
+    """Bare /cancel inside a flow is the flow engine's; here: the coordinator's pending
+    broadcast, or /cancel ID, or nothing to cancel."""
     if args:
         cancel_fanout(ctx, args)
+        return
+    if cancel_latest(ctx):
         return
     ctx.reply(ctx._("There is nothing to cancel."))
 

@@ -111,10 +111,20 @@ def get(conn: Connection, broadcast_id: int) -> Broadcast | None:
 def latest_draft(conn: Connection, author_id: int, since: float) -> Broadcast | None:
     row = conn.execute(
         f"SELECT {_COLS} FROM broadcasts WHERE state = 'draft' AND author_id = ? "
-        "AND created_at >= ? ORDER BY id DESC LIMIT 1",
+        "AND created_at >= ? AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.state = "
+        "'pending' AND a.subject = 'broadcast:' || broadcasts.id) ORDER BY id DESC LIMIT 1",
         (author_id, since),
     ).fetchone()
     return _row(row) if row else None
+
+
+def drafts_of(conn: Connection, author_id: int, since: float) -> list[Broadcast]:
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM broadcasts WHERE state = 'draft' AND author_id = ? "
+        "AND kind = 'broadcast' AND created_at >= ? ORDER BY id",
+        (author_id, since),
+    ).fetchall()
+    return [_row(r) for r in rows]
 
 
 def unfinished(conn: Connection) -> list[Broadcast]:
@@ -192,7 +202,10 @@ def finish(conn: Connection, broadcast_id: int, now: float) -> None:
 
 def expire_drafts(conn: Connection, before: float) -> int:
     return conn.execute(
-        "UPDATE broadcasts SET state = 'expired' WHERE state = 'draft' AND created_at < ?",
+        # A draft waiting for a second person lives as long as its approval (24 h).
+        "UPDATE broadcasts SET state = 'expired' WHERE state = 'draft' AND created_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.state = 'pending' "
+        "AND a.subject = 'broadcast:' || broadcasts.id)",
         (before,),
     ).rowcount
 

@@ -122,6 +122,18 @@ def coordinators_of(conn: Connection, case_id: int) -> list[int]:
     return admins(conn)
 
 
+def links_of(conn: Connection, member_id: int) -> list[tuple[str, str]]:
+    """(case slug, relation) of every case the member is tied to."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT c.slug, cm.relation FROM case_members cm JOIN cases c ON c.id = cm.case_id "
+            "WHERE cm.member_id = ? ORDER BY c.slug, cm.relation",
+            (member_id,),
+        )
+    ]
+
+
 def admins(conn: Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT id FROM members WHERE role = 'admin' ORDER BY id")]
 

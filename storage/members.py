@@ -194,3 +194,20 @@ def with_role(conn: Connection, roles: tuple[str, ...]) -> list[int]:
     marks = ",".join("?" * len(roles))
     rows = conn.execute(f"SELECT id FROM members WHERE role IN ({marks})", roles).fetchall()
     return [r[0] for r in rows]
+
+
+def joined_at(conn: Connection, member_id: int) -> float:
+    row = conn.execute("SELECT created_at FROM members WHERE id = ?", (member_id,)).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def listing(conn: Connection, *, role: str | None = None, case_id: int | None = None) -> list[int]:
+    """Member numbers, optionally of one role or tied to one case, in number order."""
+    if case_id is not None:
+        sql = "SELECT DISTINCT member_id FROM case_members WHERE case_id = ? ORDER BY member_id"
+        return [r[0] for r in conn.execute(sql, (case_id,))]
+    if role is not None:
+        return [
+            r[0] for r in conn.execute("SELECT id FROM members WHERE role = ? ORDER BY id", (role,))
+        ]
+    return [r[0] for r in conn.execute("SELECT id FROM members ORDER BY id")]

@@ -186,6 +186,13 @@ def revoke_member(conn: Connection, member_id: int, now: float) -> Revoked:
             (now, bid),
         )
     stopped = len(rows)
+    # What they asked a second person to approve is void: a seized account's requests must not
+    # be carried out after its revocation.
+    conn.execute(
+        "UPDATE approvals SET state = 'void', decided_at = ? "
+        "WHERE initiator_id = ? AND state = 'pending'",
+        (now, member_id),
+    )
     # Messages still queued to them: live report copies, alerts, replies. The text goes too.
     messages = conn.execute(
         "UPDATE outbox SET state = 'cancelled', error = 'revoked', done_at = ?, "

@@ -188,7 +188,19 @@ def build_world(chat: ChatHarness) -> World:
         chat.say(who, "/subscribe alpha")
         if ids["action"]:
             chat.say(who, f"/join {ids['action']}")
-    for who in ("coo", "cob", "ada"):
+    # coo's fan-outs for case alpha: one running, one waiting for a second person (a
+    # network-wide broadcast: ada may approve it), one unsent draft.
+    q2 = "SELECT max(id) FROM broadcasts WHERE author_id = ?"
+    chat.say("coo", "/broadcast case:alpha Court at nine.")
+    chat.say("coo", "/confirm")
+    ids["b_running"] = chat.run(lambda c: c.execute(q2, (ids["m_coo"],)).fetchone()[0])
+    chat.say("coo", "/broadcast all Vigil tomorrow at noon.")
+    chat.say("coo", "/confirm")
+    ids["b_waiting"] = chat.run(lambda c: c.execute(q2, (ids["m_coo"],)).fetchone()[0])
+    ids["approval"] = chat.run(lambda c: c.execute("SELECT max(id) FROM approvals").fetchone()[0])
+    chat.say("coo", "/broadcast case:alpha Bring candles.")
+    ids["b_draft"] = chat.run(lambda c: c.execute(q2, (ids["m_coo"],)).fetchone()[0])
+    for who in ("cob", "ada"):
         chat.say(who, "/broadcast all Vigil tomorrow at noon.")
     world = World(chat, ids)
     for role in ROLES:

@@ -24,7 +24,11 @@ def net(chat: ChatHarness) -> ChatHarness:
 
 def test_promote_to_coordinator_of_a_case_and_the_member_is_told(net: ChatHarness) -> None:
     ann = net.members["ann"]
-    out = net.send("ada", f"/promote {ann} coordinator nasrin")
+    asked = net.say("ada", f"/promote {ann} coordinator nasrin")
+    # The admin sees whom they act on (number, role, cases, transport, month) and confirms.
+    assert f"#{ann} · supporter · no case" in asked and "/confirm" in asked
+    assert role(net, "ann") == "activist"
+    out = net.send("ada", "/confirm")
     assert any(s.chat == "ada" and "now has the role coordinator" in s.text for s in out)
     assert any(s.chat == "ann" and "coordinator of the case of Nasrin S." in s.text for s in out)
     assert role(net, "ann") == "coordinator"
@@ -36,7 +40,8 @@ def test_promote_to_coordinator_of_a_case_and_the_member_is_told(net: ChatHarnes
 def test_promote_family_needs_a_case_and_links_it(net: ChatHarness) -> None:
     ann = net.members["ann"]
     assert "linked to a case" in net.say("ada", f"/promote {ann} family")
-    assert "relative" in net.say("ada", f"/promote {ann} family nasrin")
+    net.say("ada", f"/promote {ann} family nasrin")
+    assert "relative" in net.say("ada", "/confirm")
     assert "stored, sealed" in net.say("ann", "/report he is well")
 
 
@@ -48,6 +53,7 @@ def test_promote_refuses_bad_targets(net: ChatHarness) -> None:
     assert "Send /promote N ROLE" in net.say("ada", "/promote")
     assert "Send /promote N ROLE" in net.say("ada", f"/promote {net.members['ann']} god")
     net.say("ada", f"/promote {net.members['ann']} coordinator")
+    net.say("ada", "/confirm")
     assert "already has" in net.say("ada", f"/promote {net.members['ann']} coordinator")
     assert "revoke that role first" in net.say(
         "ada", f"/promote {net.members['ann']} family nasrin"
@@ -59,14 +65,16 @@ def test_revoke_strips_every_privilege_at_once(net: ChatHarness) -> None:
     net.member("rana", "family", family_of=("nasrin",))
     coo = net.members["coo"]
     invite = net.say("coo", "/invite family nasrin").splitlines()[-1]
-    net.say("coo", "/broadcast all Vigil at noon")  # a draft
-    net.say("coo", "/broadcast all Second message")
+    net.say("coo", "/broadcast case:nasrin Vigil at noon")
     net.say("coo", "/confirm")  # a running fan-out
+    net.say("coo", "/broadcast case:nasrin Second message")  # a draft
     net.say("rana", "/report he has a fever")  # a live copy queued to coo
     queued = "SELECT count(*) FROM outbox WHERE member_id = ? AND state = 'pending'"
     assert net.run(lambda c: c.execute(queued, (coo,)).fetchone()[0]) > 0
 
-    reply = net.say("ada", f"/revoke {coo}")
+    assert f"#{coo} · coordinator · coordinates nasrin" in net.say("ada", f"/revoke {coo}")
+    assert role(net, "coo") == "coordinator"  # nothing yet: it waits for /confirm
+    reply = net.say("ada", "/confirm")
     assert "now a supporter" in reply and "1 case link" in reply and "1 unused invite" in reply
     assert "2 broadcast(s)" in reply and "They were not told" in reply
     assert role(net, "coo") == "activist"
@@ -93,7 +101,8 @@ def test_revoke_strips_every_privilege_at_once(net: ChatHarness) -> None:
 
 def test_revoke_remove_deletes_the_member(net: ChatHarness) -> None:
     ann = net.members["ann"]
-    assert "is removed" in net.say("ada", f"/revoke {ann} remove")
+    assert "Remove member" in net.say("ada", f"/revoke {ann} remove")
+    assert "is removed" in net.say("ada", "/confirm")
     assert role(net, "ann") is None
     assert "Welcome" in net.say("ann", "/start")
 

@@ -21,6 +21,8 @@ NOT_AUDITED = {
     "headcount": "a count of people going, no names: a read like /actions",
     "panic": "without its phrase /panic only explains itself; /panic PHRASE is audited",
 }
+# Commands that ask /confirm before they act: the act is what is audited.
+THEN = {"promote": ("/confirm",), "revoke": ("/confirm",)}
 TARGET = re.compile(r"^[a-z_]+(:[A-Za-z0-9_.-]+)*$")
 SENTINEL = "SENTINEL-AUDIT-Qx77"
 
@@ -60,7 +62,7 @@ def test_every_privileged_command_has_expectations() -> None:
 @pytest.mark.parametrize(("name", "role"), privileged())
 def test_every_privileged_act_is_audited(world: World, name: str, role: str) -> None:
     text, _expect = EXPECT[name]
-    got = world.probe(role, world.fill(text))
+    got = world.probe(role, world.fill(text), *THEN.get(name, ()))
     if name in NOT_AUDITED:
         # A read, or an explanation: it must leave no row rather than be skipped.
         assert "audit" not in got.changes, f"/{name} by {role}: {NOT_AUDITED[name]}"
@@ -99,6 +101,7 @@ def test_audit_command_shows_ids_and_filters(chat: ChatHarness) -> None:
     ann = chat.member("ann", "activist")
     chat.say("coo", f"/editcase nasrin summary {SENTINEL}")
     chat.say("ada", f"/promote {ann} coordinator")
+    chat.say("ada", "/confirm")
     listing = chat.say("ada", "/audit")
     assert f"#{coo} · case.edited · case:" in listing
     assert f"#{ada} · member.promoted · member:{ann}:coordinator" in listing

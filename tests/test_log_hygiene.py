@@ -60,6 +60,9 @@ def telegram_api() -> Iterator[ThreadedFakeTelegram]:
         yield tg
 
 
+ASKED = "needs a second person to agree"
+
+
 def sig_say(fake: FakeSignal, who: str, text: str, number: str, **kw: object) -> str:
     before = len(fake.sent_to(who))
     fake.user_sends(who, text, number, **kw)
@@ -146,7 +149,22 @@ def test_no_secret_or_personal_datum_in_any_log(
         assert "Acknowledged" in tg_say(tg, COORD, f"/ack {alert.group(1)}")
         assert "Update posted" in tg_say(tg, COORD, f"/update {SLUG} hearing: {UPDATE}")
         assert "Broadcast" in tg_say(tg, COORD, f"/broadcast all {BROADCAST}")
-        tg_say(tg, COORD, "/confirm")
+        # Network-wide: it waits for a second person, the admin (over Signal), to approve.
+        assert "second person" in tg_say(tg, COORD, "/confirm")
+        sig.wait_until_blocking(
+            lambda: any(
+                "needs a second person to agree" in (m.message or "") for m in sig.sent_to(ADMIN)
+            ),
+            timeout=20,
+        )
+        asked = next(
+            m.message or ""
+            for m in sig.sent_to(ADMIN)
+            if "needs a second person to agree" in (m.message or "")
+        )
+        approval = re.search(r"Request #(\d+) from member", asked)
+        assert approval and BROADCAST in asked
+        sig.user_sends(ADMIN, f"/approve {approval.group(1)}", ADMIN_NUMBER)
         tg_wait(tg, ACTIVIST, BROADCAST)
         assert "What Vigil keeps" in tg_say(tg, ACTIVIST, "/mydata")
         assert "deleted" in tg_say(tg, ACTIVIST, "/forgetme delete me")

@@ -42,6 +42,8 @@ class Facts:
     transports: list[tuple[str, str]] = field(default_factory=list)
     upcoming: list[tuple[str, str]] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)  # the running bot's own report (bot/health.py)
+    admins: int = 0
+    pending_approvals: int = 0
 
 
 def line(name: str, value: str) -> str:
@@ -89,6 +91,18 @@ def job_lines(f: Facts) -> list[str]:
     return [line("next job", f"{when} {what}") for when, what in f.upcoming]
 
 
+def approval_lines(f: Facts) -> list[str]:
+    if f.admins < 2:
+        return [
+            line(
+                "two-person",
+                "cannot apply: only one administrator, so network-wide broadcasts, promotions "
+                "and assignments go through at once — promote a second administrator",
+            )
+        ]
+    return [line("two-person", f"on ({f.admins} administrators), {f.pending_approvals} pending")]
+
+
 def loop_lines(f: Facts) -> list[str]:
     return f.loops
 
@@ -99,6 +113,7 @@ SECTIONS: list[Callable[[Facts], list[str]]] = [
     sealing_lines,
     outbox_lines,
     transport_lines,
+    approval_lines,
     loop_lines,
     job_lines,
 ]
@@ -111,7 +126,7 @@ def status_lines(f: Facts) -> list[str]:
 def _read(conn: Any) -> tuple[Any, ...]:
     from bot import health
     from bot.app import upcoming_jobs
-    from storage import members, outbox
+    from storage import approvals, cases, members, outbox
 
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     return (
@@ -121,6 +136,8 @@ def _read(conn: Any) -> tuple[Any, ...]:
         upcoming_jobs(conn),
         reports.pinned_key(conn),
         health.status_lines(conn),
+        len(cases.admins(conn)),
+        approvals.count_pending(conn),
     )
 
 
@@ -140,7 +157,7 @@ def _probe(settings: config.Settings) -> list[tuple[str, str]]:
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
     store = unlock_store(settings)
     try:
-        version, count, depth, upcoming, pinned, loops = store.db.run_sync(_read)
+        version, count, depth, upcoming, pinned, loops, admins, waiting = store.db.run_sync(_read)
     finally:
         store.close()
     facts = Facts(
@@ -154,6 +171,8 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
         transports=_probe(settings),
         upcoming=upcoming,
         loops=loops,
+        admins=admins,
+        pending_approvals=waiting,
     )
     for text in status_lines(facts):
         print(text)

@@ -30,7 +30,14 @@ from handlers.broadcasts.alerts import (
     kind_label,
     mode_label,
 )
-from handlers.broadcasts.commands import ROLE_ALIASES, cancel_fanout, commands
+from handlers.broadcasts.commands import (
+    ROLE_ALIASES,
+    approved_broadcast,
+    cancel_fanout,
+    cancel_latest,
+    commands,
+    drop_broadcast,
+)
 from handlers.broadcasts.engine import CHUNK, materialise, refill
 from handlers.broadcasts.progress import (
     DRAFT_TTL,
@@ -57,10 +64,13 @@ __all__ = [
     "PROGRESS_LINE_EVERY",
     "ROLE_ALIASES",
     "alert_text",
+    "approved_broadcast",
     "cancel_fanout",
+    "cancel_latest",
     "capability",
     "categories",
     "category_label",
+    "drop_broadcast",
     "kind_label",
     "materialise",
     "mode_label",
