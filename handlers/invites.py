@@ -6,7 +6,7 @@ import re
 
 from bot.capability import Capability, Commands
 from bot.context import COORDINATORS, Context, UserError
-from bot.i18n import N_
+from bot.i18n import N_, Translator
 from storage import cases, invites, members, outbox
 from storage.db import Connection
 
@@ -72,8 +72,16 @@ def create_invite(
     )
 
 
-def invite_message(code: str, link_prefix: str | None) -> str:
-    return f"{code}\n{link_prefix}{code.replace('-', '')}" if link_prefix else code
+def invite_message(tr: Translator, code: str, link_prefix: str | None) -> str:
+    """Exactly what to forward: where the bot is and what to send there."""
+    start = f"/start {code}"
+    if link_prefix:
+        return tr(
+            "Open {link} and press Start. Or, in the chat with the bot, send:\n{start}",
+            link=f"{link_prefix}{code.replace('-', '')}",
+            start=start,
+        )
+    return tr("In the chat with this bot, send:\n{start}", start=start)
 
 
 @commands.command(
@@ -114,8 +122,10 @@ def invite(ctx: Context, args: str) -> None:
     link = ctx.services.bot_links.get(ctx.incoming.transport)
     ctx.reply(
         ctx._(
-            "Invite code (one use, valid for 7 days). Pass it on in person or over Signal:\n{code}",
-            code=invite_message(code, link),
+            "Invite code (one use, valid for 7 days). Forward the lines below, or read them out, "
+            "to the person it is for, in person or over Signal. Spaces, dashes and capitals in "
+            "the code do not matter.\n\n{code}",
+            code=invite_message(ctx._, code, link),
         ),
         sensitivity=outbox.CODE,  # deleted once delivered: a copy of the store holds no code
     )

@@ -20,7 +20,7 @@ REDEEM_LOCKOUT = 60 * 60
 
 @commands.command("start", roles=ANYONE, summary=N_("join, or redeem an invite code"), order=0)
 def start(ctx: Context, args: str) -> None:
-    code = args.split()[0] if args.split() else ""
+    code = args.strip()  # the whole rest: a code read aloud comes as `xg9f myj5 zygg`
     if code:
         _redeem(ctx, code)
         return
@@ -53,6 +53,21 @@ def start(ctx: Context, args: str) -> None:
     )
 
 
+def _gives_anything(ctx: Context, member: members.Member, invite: invites.Invite) -> bool:
+    """Would redeeming change anything? A higher role, or the same role for one more case. A
+    code below one's role (an admin trying a relative's link) gives nothing."""
+    if ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
+        return True
+    if invite.role != member.role or invite.case_id is None:
+        return False
+    if invite.role not in ("family", "coordinator"):
+        return False
+    relation = "family" if invite.role == "family" else "coordinator"
+    return (invite.case_id, relation) not in {
+        (c.id, relation) for c in cases.member_cases(ctx.conn, member.id, relation)
+    }
+
+
 def _language_for_new(ctx: Context) -> str | None:
     from bot.i18n import normalize_language
 
@@ -73,11 +88,22 @@ def _redeem(ctx: Context, code: str) -> None:
     ):
         ctx.reply(ctx._("Too many attempts. Please wait an hour before trying another code."))
         return
-    invite = invites.redeem(ctx.conn, ctx.services.index_key, code, ctx.now)
+    invite = invites.peek(ctx.conn, ctx.services.index_key, code, ctx.now)
     if invite is None:
         ctx.reply(ctx._("This code is not valid: it may be mistyped, expired or already used."))
         return
     member = ctx.member
+    if member is not None and not _gives_anything(ctx, member, invite):
+        # Someone already in (often the one who forwards it, trying the link) must not use up
+        # the code meant for another person.
+        ctx.reply(
+            ctx._(
+                "You are already a member with this role, so the code was not used: it still "
+                "works for the person it is meant for."
+            )
+        )
+        return
+    invites.use(ctx.conn, invite.id)
     if member is None:
         member = members.create(
             ctx.conn,

@@ -20,9 +20,19 @@ def new_code() -> str:
     return "-".join(groups)
 
 
+# Letters that look like Latin ones on a phone keyboard set to another script: a code read over
+# the phone and typed in Cyrillic or Greek still opens (`/start хг9ф` is not meant, `ХЕ9С` is).
+_LOOKALIKES = str.maketrans(
+    "АВЕЗКМНОРСТУХЅІЈΑΒΕΖΗΚΜΝΟΡΤΥΧ",
+    "ABE3KMHOPCTYXSIJABEZHKMNOPTYX",
+)
+
+
 def normalize(code: str) -> str:
-    """Forgiving of case, spaces and dashes (and full-width forms); nothing else gets through."""
-    text = unicodedata.normalize("NFKC", code).upper()
+    """Forgiving of case, spaces and dashes, full-width forms, look-alike Cyrillic and Greek
+    letters and digits of other scripts (Persian, Arabic-Indic); nothing else gets through."""
+    text = unicodedata.normalize("NFKC", code).upper().translate(_LOOKALIKES)
+    text = "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
     kept = "".join(ch for ch in text if ch.isascii() and ch.isalnum())
     return kept[: _GROUPS * _GROUP_LEN + 8]
 
@@ -62,6 +72,14 @@ def create(
 
 def redeem(conn: Connection, index_key: bytes, code: str, now: float) -> Invite | None:
     """Consume one use. Unknown, expired and used-up codes are indistinguishable to the caller."""
+    invite = peek(conn, index_key, code, now)
+    if invite is not None:
+        use(conn, invite.id)
+    return invite
+
+
+def peek(conn: Connection, index_key: bytes, code: str, now: float) -> Invite | None:
+    """The live invite behind a code, without using it up."""
     row = conn.execute(
         "SELECT id, role, case_id, uses_left, expires_at FROM invites WHERE code_hash = ?",
         (_hash(index_key, code),),
@@ -71,8 +89,11 @@ def redeem(conn: Connection, index_key: bytes, code: str, now: float) -> Invite 
     invite = Invite(*row)
     if invite.uses_left <= 0 or invite.expires_at <= now:
         return None
-    conn.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id = ?", (invite.id,))
     return invite
+
+
+def use(conn: Connection, invite_id: int) -> None:
+    conn.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id = ?", (invite_id,))
 
 
 def purge_dead(conn: Connection, now: float) -> int:

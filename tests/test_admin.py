@@ -64,7 +64,7 @@ def test_revoke_strips_every_privilege_at_once(net: ChatHarness) -> None:
     net.member("coo", "coordinator", coordinates=("nasrin",))
     net.member("rana", "family", family_of=("nasrin",))
     coo = net.members["coo"]
-    invite = net.say("coo", "/invite family nasrin").splitlines()[-1]
+    invite = net.say("coo", "/invite family nasrin").splitlines()[-1].removeprefix("/start ")
     net.say("coo", "/broadcast case:nasrin Vigil at noon")
     net.say("coo", "/confirm")  # a running fan-out
     net.say("coo", "/broadcast case:nasrin Second message")  # a draft

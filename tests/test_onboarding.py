@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
+
+import pytest
 
 from handlers.invites import create_invite
 from tests.harness import ChatHarness
@@ -179,3 +182,56 @@ def test_first_contact_language_comes_from_the_platform_hint(chat: ChatHarness) 
     )
     assert lang == "ru"  # a proposal the member can change with /language
     assert chat.say("olga", "/start", language_hint="xx-YY").startswith("Welcome to Vigil")
+
+
+def _code(reply: str) -> str:
+    found = re.search(r"/start ([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})", reply)
+    assert found, reply
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        lambda c: c.replace("-", " ").lower(),  # read over the phone
+        lambda c: c.replace("-", ""),
+        lambda c: " - ".join(c.split("-")),
+        # The same letters typed on a Cyrillic keyboard, where they look alike.
+        lambda c: c.translate(str.maketrans("ABCEHKMPTXY", "АВСЕНКМРТХУ")).lower(),
+    ],
+    ids=["spaces-lowercase", "no-dashes", "spaced-dashes", "cyrillic-lookalikes"],
+)
+def test_invite_codes_forgive_how_they_are_typed(chat: ChatHarness, typed: Any) -> None:
+    chat.member("ada", "admin")
+    code = _code(chat.say("ada", "/invite activist"))
+    assert "Welcome. You joined" in chat.say("new", f"/start {typed(code)}")
+
+
+def test_invite_reply_says_exactly_what_to_forward(chat: ChatHarness) -> None:
+    chat.member("ada", "admin")
+    reply = chat.say("ada", "/invite activist")
+    assert "Forward the lines below" in reply and "In the chat with this bot, send:" in reply
+    chat.services.bot_links["console"] = "https://t.me/vigil_bot?start="
+    try:
+        reply = chat.say("ada", "/invite activist")
+    finally:
+        del chat.services.bot_links["console"]
+    code = _code(reply)
+    assert f"https://t.me/vigil_bot?start={code.replace('-', '')}" in reply
+
+
+def test_a_code_tried_by_an_existing_member_is_not_used_up(chat: ChatHarness) -> None:
+    chat.case("nasrin", "Nasrin S.")
+    chat.member("ada", "admin")
+    chat.member("coo", "coordinator", coordinates=("nasrin",))
+    code = _code(chat.say("coo", "/invite family nasrin"))
+    act_code = _code(chat.say("ada", "/invite activist"))
+    chat.member("sup", "activist")
+    assert "was not used" in chat.say("sup", f"/start {act_code}")
+    assert "Welcome. You joined" in chat.say("newcomer", f"/start {act_code}")
+    # The coordinator who made a relative's code tries it: it gives them nothing, so the
+    # relative can still use it.
+    assert "was not used" in chat.say("coo", f"/start {code}")
+    assert "was not used" in chat.say("ada", f"/start {code}")
+    assert "relative" in chat.say("rana", f"/start {code}")
+    assert "not valid" in chat.say("other", f"/start {code}")
