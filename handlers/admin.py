@@ -45,7 +45,15 @@ from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_, Translator
 from bot.messages import Choice, Priority
 from handlers.approvals import core as approval
-from handlers.common import NOT_FOUND, ROLE_RANK, normalize_phrase, phrase_matches, role_name
+from handlers.broadcasts import ROLE_ALIASES
+from handlers.common import (
+    NOT_FOUND,
+    ROLE_RANK,
+    normalize_phrase,
+    phrase_matches,
+    role_label,
+    role_name,
+)
 from storage import audit, cases, members, privacy
 from storage.approvals import Approval
 
@@ -100,16 +108,10 @@ def member_line(ctx: Context, target: members.Member, tr: Translator | None = No
     kinds = sorted({i.transport for i in members.identities(ctx.conn, target.id)})
     transports = ", ".join(TRANSPORT_NAMES.get(t, t) for t in kinds) or "-"
     joined = datetime.fromtimestamp(members.joined_at(ctx.conn, target.id), UTC).strftime("%Y-%m")
-    roles = {
-        "activist": _("supporter"),
-        "family": _("relative"),
-        "coordinator": _("coordinator"),
-        "admin": _("administrator"),
-    }
     return _(
         "#{id} · {role} · {cases} · {transports} · joined {month}",
         id=target.id,
-        role=roles.get(target.role, target.role),
+        role=role_label(_, target.role),
         cases=where,
         transports=transports,
         month=joined,
@@ -128,8 +130,6 @@ def list_members(ctx: Context, args: str) -> None:
     role: str | None = None
     case_id: int | None = None
     if word:
-        from handlers.broadcasts import ROLE_ALIASES
-
         if word in ROLE_ALIASES:
             role = ROLE_ALIASES[word]
         else:
@@ -525,11 +525,10 @@ def _confirm_change(fc: FlowContext, args: str) -> None:
         tid, case_name = target.id, case.name if case else None
 
         def what(_: Translator) -> str:
-            names = {"coordinator": _("coordinator"), "admin": _("administrator")}
             return _(
                 "Give member {id} the role {role}{case}.",
                 id=tid,
-                role=names.get(new_role, new_role),
+                role=role_label(_, new_role),
                 case=(" — " + case_name) if case_name else "",
             )
 

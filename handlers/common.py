@@ -15,7 +15,7 @@ from babel.dates import format_date, format_time
 
 from bot.capability import may_use
 from bot.context import Context, UserError
-from bot.i18n import N_
+from bot.i18n import N_, Translator
 from storage import cases
 
 NOT_FOUND = N_("No case by that name was found, or you may not see it.")
@@ -176,11 +176,16 @@ ROLE_RANK = {"activist": 0, "family": 1, "coordinator": 2, "admin": 3}
 
 
 def role_name(ctx: Context, role: str) -> str:
+    return role_label(ctx._, role)
+
+
+def role_label(tr: Translator, role: str) -> str:
+    """The role in the reader's words; `tr` for a text that goes to someone else."""
     names = {
-        "activist": ctx._("supporter"),
-        "family": ctx._("relative"),
-        "coordinator": ctx._("coordinator"),
-        "admin": ctx._("administrator"),
+        "activist": tr("supporter"),
+        "family": tr("relative"),
+        "coordinator": tr("coordinator"),
+        "admin": tr("administrator"),
     }
     return names.get(role, role)
 

@@ -98,10 +98,11 @@ def decide(conn: Connection, approval_id: int, state: str, by: int | None, now: 
 
 
 def void(conn: Connection, approval_id: int, now: float) -> bool:
+    """Pending or just approved, but what it acts on is gone: nothing was done."""
     return (
         conn.execute(
             "UPDATE approvals SET state = 'void', decided_at = ? "
-            "WHERE id = ? AND state = 'pending'",
+            "WHERE id = ? AND state IN ('pending', 'approved')",
             (now, approval_id),
         ).rowcount
         == 1

@@ -44,9 +44,21 @@ def _pending_for_me(ctx: Context, args: str) -> Approval:
     return a
 
 
-def _expired(ctx: Context, a: Approval, abandon: Mapping[str, Abandon]) -> None:
-    if approvals.decide(ctx.conn, a.id, approvals.EXPIRED, None, ctx.now):
-        _abandon(ctx, a, abandon, approvals.EXPIRED)
+def _decide(ctx: Context, args: str, abandon: Mapping[str, Abandon], state: str) -> Approval | None:
+    """The request this member may decide, now decided as `state`; None when it had expired
+    (that is then recorded, undone and answered)."""
+    a = _pending_for_me(ctx, args)
+    if a.state == approvals.PENDING and a.expires_at <= ctx.now:
+        if approvals.decide(ctx.conn, a.id, approvals.EXPIRED, None, ctx.now):
+            _abandon(ctx, a, abandon, approvals.EXPIRED)
+        a = approvals.get(ctx.conn, a.id) or a
+    if a.state == approvals.EXPIRED:
+        ctx.reply(ctx._("Request #{id} expired after 24 hours; nothing was done.", id=a.id))
+        return None
+    member = ctx.require_member()
+    if not approvals.decide(ctx.conn, a.id, state, member.id, ctx.now):
+        raise UserError(ctx._("Request #{id} was already decided.", id=a.id))
+    return a
 
 
 def _abandon(
@@ -87,18 +99,9 @@ def make_commands(executors: Mapping[str, Executor], abandon: Mapping[str, Aband
         order=62,
     )
     def approve(ctx: Context, args: str) -> None:
-        a = _pending_for_me(ctx, args)
-        if a.state == approvals.PENDING and a.expires_at <= ctx.now:
-            _expired(ctx, a, abandon)
-            a = approvals.get(ctx.conn, a.id) or a
-        if a.state == approvals.EXPIRED:
-            ctx.reply(ctx._("Request #{id} expired after 24 hours; nothing was done.", id=a.id))
+        a = _decide(ctx, args, abandon, approvals.APPROVED)
+        if a is None:
             return
-        if a.state != approvals.PENDING:
-            raise UserError(ctx._("Request #{id} was already decided.", id=a.id))
-        member = ctx.require_member()
-        if not approvals.decide(ctx.conn, a.id, approvals.APPROVED, member.id, ctx.now):
-            raise UserError(ctx._("Request #{id} was already decided.", id=a.id))
         ctx.audit("approval.approved", f"approval:{a.id}")
         done = executors[a.kind](ctx, a)
         if done is None:
@@ -120,14 +123,9 @@ def make_commands(executors: Mapping[str, Executor], abandon: Mapping[str, Aband
         order=63,
     )
     def reject(ctx: Context, args: str) -> None:
-        a = _pending_for_me(ctx, args)
-        if a.state == approvals.PENDING and a.expires_at <= ctx.now:
-            _expired(ctx, a, abandon)
-            ctx.reply(ctx._("Request #{id} expired after 24 hours; nothing was done.", id=a.id))
+        a = _decide(ctx, args, abandon, approvals.REJECTED)
+        if a is None:
             return
-        member = ctx.require_member()
-        if not approvals.decide(ctx.conn, a.id, approvals.REJECTED, member.id, ctx.now):
-            raise UserError(ctx._("Request #{id} was already decided.", id=a.id))
         ctx.audit("approval.rejected", f"approval:{a.id}")
         _abandon(ctx, a, abandon, approvals.REJECTED)
         ctx.reply(ctx._("Rejected request #{id}; nothing was done. Its author is told.", id=a.id))

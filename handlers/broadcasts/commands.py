@@ -20,7 +20,7 @@ from handlers.approvals import core as approval
 from handlers.broadcasts.engine import materialise
 from handlers.broadcasts.progress import DRAFT_TTL, counts, progress_text
 from handlers.broadcasts.timing import remember_defaults
-from handlers.common import clean_text, coordinated_case, role_name
+from handlers.common import clean_text, coordinated_case, role_label
 from storage import approvals, audience, broadcasts, cases, members, outbox
 from storage.approvals import Approval
 from storage.broadcasts import Broadcast
@@ -51,19 +51,18 @@ def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
     """(segment, label for the preview) from `all`, `case:SLUG`, `role:ROLE`, `lang:CODE`."""
     kind, _, value = token.partition(":")
     kind, value = kind.lower(), value.strip()
+    segment = None
     if kind in ("all", "everyone") and not value:
-        return "all", ctx._("everyone")
-    if kind == "case" and value:
-        case = coordinated_case(ctx, value)
-        return f"case:{case.id}", ctx._("followers and relatives of {name}", name=case.name)
-    if kind == "role" and value.lower() in ROLE_ALIASES:
-        role = ROLE_ALIASES[value.lower()]
-
-        return f"role:{role}", ctx._("every {role}", role=role_name(ctx, role))
-    if kind in ("lang", "language") and re.fullmatch(r"[A-Za-z]{2,8}", value):
-        code = value.lower()
-        return f"lang:{code}", ctx._("members reading {language}", language=language_name(code))
-    raise UserError(_usage(ctx))
+        segment = "all"
+    elif kind == "case" and value:
+        segment = f"case:{coordinated_case(ctx, value).id}"
+    elif kind == "role" and value.lower() in ROLE_ALIASES:
+        segment = f"role:{ROLE_ALIASES[value.lower()]}"
+    elif kind in ("lang", "language") and re.fullmatch(r"[A-Za-z]{2,8}", value):
+        segment = f"lang:{value.lower()}"
+    if segment is None:
+        raise UserError(_usage(ctx))
+    return segment, segment_label(ctx.conn, ctx._, segment)
 
 
 def _usage(ctx: Context) -> str:
@@ -203,8 +202,9 @@ def confirm(ctx: Context, args: str) -> None:
 
 def needs_approval(ctx: Context, segment: str, people: int) -> tuple[bool, int | None]:
     """(under the two-person rule?, the case whose coordinators may also approve)."""
-    if segment.startswith("case:"):
-        return people > ctx.services.approval_threshold, int(segment[5:])
+    case_id = audience.Segment.parse(segment).case_id
+    if case_id is not None:
+        return people > ctx.services.approval_threshold, case_id
     return True, None
 
 
@@ -215,13 +215,7 @@ def segment_label(conn: Connection, tr: Translator, segment: str) -> str:
         case = cases.get(conn, int(value))
         return tr("followers and relatives of {name}", name=case.name if case else "?")
     if kind == "role":
-        names = {
-            "activist": tr("supporter"),
-            "family": tr("relative"),
-            "coordinator": tr("coordinator"),
-            "admin": tr("administrator"),
-        }
-        return tr("every {role}", role=names.get(value, value))
+        return tr("every {role}", role=role_label(tr, value))
     if kind == "lang":
         return tr("members reading {language}", language=language_name(value))
     return tr("everyone")
@@ -332,9 +326,7 @@ def _may_stop(ctx: Context, b: Broadcast) -> bool:
         return False  # a draft is its author's own until confirmed
     if member.role == "admin":
         return True
-    case_id = b.case_id
-    if case_id is None and b.segment.startswith("case:"):
-        case_id = int(b.segment[5:])
+    case_id = b.case_id or audience.Segment.parse(b.segment).case_id
     if case_id is None:
         return False
     case = cases.get(ctx.conn, case_id)
