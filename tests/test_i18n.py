@@ -110,3 +110,19 @@ def test_rtl_isolates_latin_runs() -> None:
     assert "\u206612:30\u2069" in out
     assert Translator("ar").rtl == ("ar" in available_languages())
     assert not Translator("ru").rtl
+
+
+# CLDR: Burmese and Chinese have no grammatical number, Arabic six forms, the East Slavic
+# languages three; a header with the wrong count makes gettext pick a wrong or empty form.
+PLURAL_FORMS = {"ru": 3, "uk": 3, "be": 3, "ar": 6, "es": 2, "zh": 1, "my": 1}
+
+
+@pytest.mark.parametrize("lang", sorted(PLURAL_FORMS))
+def test_catalog_header_has_the_languages_plural_forms(lang: str) -> None:
+    path = LOCALES_DIR / lang / "LC_MESSAGES" / "vigil.po"
+    with path.open("rb") as f:
+        catalog = read_po(f)
+    assert catalog.num_plurals == PLURAL_FORMS[lang]
+    for message in catalog:
+        if isinstance(message.id, tuple):
+            assert len(message.string) == PLURAL_FORMS[lang], message.id
