@@ -108,13 +108,17 @@ def member_line(ctx: Context, target: members.Member, tr: Translator | None = No
     kinds = sorted({i.transport for i in members.identities(ctx.conn, target.id)})
     transports = ", ".join(TRANSPORT_NAMES.get(t, t) for t in kinds) or "-"
     joined = datetime.fromtimestamp(members.joined_at(ctx.conn, target.id), UTC).strftime("%Y-%m")
-    return _(
-        "#{id} · {role} · {cases} · {transports} · joined {month}",
-        id=target.id,
-        role=role_label(_, target.role),
-        cases=where,
-        transports=transports,
-        month=joined,
+    return (
+        _(
+            "#{id} · {role} · {cases} · {transports} · joined {month}",
+            id=target.id,
+            role=role_label(_, target.role),
+            cases=where,
+            transports=transports,
+            month=joined,
+        )
+        + " · "
+        + (_("vetted") if target.vetted else _("open supporter"))
     )
 
 
@@ -219,6 +223,7 @@ def _apply_promotion(
     ctx: Context, target: members.Member, role: str, new_role: str, case: cases.Case | None
 ) -> str:
     members.set_role(ctx.conn, target.id, new_role)
+    members.set_vetted(ctx.conn, target.id)  # an administrator vouches for whom they promote
     if case is not None:
         relation = "family" if role == "family" else "coordinator"
         cases.link_member(ctx.conn, case.id, target.id, relation)

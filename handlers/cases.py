@@ -187,7 +187,9 @@ def case_card(ctx: Context, case: cases.Case) -> str:
         lines.append(" ".join("#" + t for t in case.tag_list))
 
     lines.append("")
-    updates = cases.latest_updates(ctx.conn, case.id, 3)
+    # Relatives' news is for vetted members; open supporters and visitors see public news.
+    vetted = ctx.member is not None and ctx.member.vetted
+    updates = cases.latest_updates(ctx.conn, case.id, 3, vetted=vetted)
     if updates:
         lines.append(ctx._("Latest news:"))
         for u in updates:

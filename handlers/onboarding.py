@@ -35,6 +35,7 @@ def start(ctx: Context, args: str) -> None:
             )
         )
         return
+    # No invite, nobody vouched for them: an open supporter (public news only).
     ctx.member = members.create(
         ctx.conn,
         role="activist",
@@ -43,6 +44,7 @@ def start(ctx: Context, args: str) -> None:
         chat=ctx.incoming.chat,
         now=ctx.now,
         language=_language_for_new(ctx),
+        vetted=False,
     )
     ctx.reply(
         ctx._(
@@ -54,9 +56,10 @@ def start(ctx: Context, args: str) -> None:
 
 
 def _gives_anything(ctx: Context, member: members.Member, invite: invites.Invite) -> bool:
-    """Would redeeming change anything? A higher role, or the same role for one more case. A
-    code below one's role (an admin trying a relative's link) gives nothing."""
-    if ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
+    """Would redeeming change anything? Vetting an open supporter, a higher role, or the same
+    role for one more case. A code below one's role (an admin trying a relative's link) gives
+    nothing."""
+    if not member.vetted or ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
         return True
     if invite.role != member.role or invite.case_id is None:
         return False
@@ -114,8 +117,11 @@ def _redeem(ctx: Context, code: str) -> None:
             now=ctx.now,
             language=_language_for_new(ctx),
         )
-    elif ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
-        members.set_role(ctx.conn, member.id, invite.role)
+    else:
+        # Any invite vouches for its holder: an open supporter who redeems one is vetted.
+        members.set_vetted(ctx.conn, member.id)
+        if ROLE_RANK[invite.role] > ROLE_RANK[member.role]:
+            members.set_role(ctx.conn, member.id, invite.role)
     if invite.case_id is not None:
         relation = "family" if invite.role == "family" else "coordinator"
         if invite.role in ("family", "coordinator"):

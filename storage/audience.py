@@ -6,6 +6,13 @@ rules (a case's 'off' mode, restricted cases only for those tied to them or coor
 written once, in `_rules`, and used both to fetch recipients a chunk at a time and to count
 them, so a preview's count and the fan-out that follows cannot disagree.
 
+Vetted and open members (THREATS rule 15): an open supporter (joined by a bare /start, no
+invite) is in an audience only when the caller says the message is public (`reach_open`):
+a broadcast marked public, a case alert without relatives' news, an action's invitation
+(rendered for them without its place and without /join). The default leaves them out, so a
+new kind of fan-out that forgets to decide sends nothing to them. RSVP paths ask
+`vetted_among`.
+
 Chunks are in member-id order from a cursor. For case segments the candidates come from index
 range scans (subscriptions of the case, of "all", and case links) merged in id order, so one
 chunk costs O(limit) whatever the network's size.
@@ -61,6 +68,7 @@ class Recipient:
     transport: str | None
     chat: str | None
     held: bool = False  # the identity is quarantined: write the message, held until /trust
+    vetted: bool = True  # False: an open supporter (only in a `reach_open` audience)
 
 
 def split_optouts(optouts: str | None) -> frozenset[str]:
@@ -76,8 +84,15 @@ _MODE = "coalesce(s.mode, a.mode)"
 Rules = tuple[str, str, dict[str, Any]]
 
 
-def _rules(conn: Connection, seg: Segment, default_language: str) -> Rules:
+def _rules(conn: Connection, seg: Segment, default_language: str, reach_open: bool) -> Rules:
     """(joins, condition, parameters) that a member row `m` must meet to be in `seg`."""
+    joins, condition, params = _segment_rules(conn, seg, default_language)
+    if not reach_open:
+        condition = f"m.vetted = 1 AND ({condition})"
+    return joins, condition, params
+
+
+def _segment_rules(conn: Connection, seg: Segment, default_language: str) -> Rules:
     if seg.kind == "all":
         return "", "1", {}
     if seg.kind == "role":
@@ -158,21 +173,29 @@ def _candidates(conn: Connection, seg: Segment, cursor: int, limit: int) -> list
 
 
 def chunk(
-    conn: Connection, segment: str, cursor: int, limit: int, default_language: str = "en"
+    conn: Connection,
+    segment: str,
+    cursor: int,
+    limit: int,
+    default_language: str = "en",
+    *,
+    reach_open: bool = False,
 ) -> tuple[list[Recipient], int, bool]:
-    """The next chunk of an audience: (one row per reachable identity, new cursor, exhausted)."""
+    """The next chunk of an audience: (one row per reachable identity, new cursor, exhausted).
+    Open supporters are in it only with `reach_open` (the module docstring)."""
     seg = Segment.parse(segment)
     ids = _candidates(conn, seg, cursor, limit)
     new_cursor = ids[-1] if ids else cursor
     if not ids:
         return [], new_cursor, True
-    joins, condition, params = _rules(conn, seg, default_language)
+    joins, condition, params = _rules(conn, seg, default_language, reach_open)
     marks = ",".join(f":id{i}" for i in range(len(ids)))
     params |= {f"id{i}": mid for i, mid in enumerate(ids)}
     mode = _MODE if seg.case_id is not None else "NULL"
     rows = conn.execute(
         f"SELECT m.id, m.role, m.language, m.timezone, m.quiet_hours, {mode}, "
-        "coalesce(p.optouts, ''), i.transport, i.chat, coalesce(i.quarantined, 0) FROM members m "
+        "coalesce(p.optouts, ''), i.transport, i.chat, coalesce(i.quarantined, 0), m.vetted "
+        "FROM members m "
         f"{joins}"
         "LEFT JOIN subscriber_prefs p ON p.member_id = m.id "
         f"{members.ROUTE_JOIN}"
@@ -181,18 +204,31 @@ def chunk(
     ).fetchall()
     out = [
         Recipient(
-            mid, role, lang, tz, quiet, mode_ or "instant", split_optouts(opt), tr, chat, bool(q)
+            mid,
+            role,
+            lang,
+            tz,
+            quiet,
+            mode_ or "instant",
+            split_optouts(opt),
+            tr,
+            chat,
+            bool(q),
+            bool(vetted),
         )
-        for mid, role, lang, tz, quiet, mode_, opt, tr, chat, q in rows
+        for mid, role, lang, tz, quiet, mode_, opt, tr, chat, q, vetted in rows
     ]
     return out, new_cursor, len(ids) < limit
 
 
-def count(conn: Connection, segment: str, default_language: str = "en") -> tuple[int, int]:
+def count(
+    conn: Connection, segment: str, default_language: str = "en", *, reach_open: bool = False
+) -> tuple[int, int]:
     """(people, messages) the audience reaches now: members with an identity a message can go
-    to, and the messages (one per person: each goes to one identity, bot/notify.py)."""
+    to, and the messages (one per person: each goes to one identity, bot/notify.py). The same
+    `reach_open` as the fan-out's, so the preview's count is the fan-out's."""
     seg = Segment.parse(segment)
-    joins, condition, params = _rules(conn, seg, default_language)
+    joins, condition, params = _rules(conn, seg, default_language, reach_open)
     scope = ""
     if seg.case_id is not None:
         scope = "AND m.id IN (SELECT member_id FROM subscriptions WHERE case_id IN (:case, 0)"
@@ -210,3 +246,15 @@ def count(conn: Connection, segment: str, default_language: str = "en") -> tuple
         params,
     ).fetchone()
     return row[0], row[1]
+
+
+def vetted_among(conn: Connection, ids: list[int]) -> set[int]:
+    """Those of `ids` who are vetted: what only vetted members get (an RSVP's reminders, an
+    exact place) goes to these, whatever was recorded before."""
+    if not ids:
+        return set()
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        f"SELECT id FROM members WHERE vetted = 1 AND id IN ({marks})", ids
+    ).fetchall()
+    return {r[0] for r in rows}

@@ -50,13 +50,16 @@ class Broadcast:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    # Reaches open supporters too (migration 073): a broadcast marked `public`, or a case alert
+    # without relatives' news. False: vetted members only.
+    public: bool = False
 
 
 _COLS = (
     "id, kind, state, segment, body, priority, author_id, case_id, update_id, expected, cursor, "
     "exhausted, materialised, sent_count, failed_count, maybe_count, cancelled_count, "
     "progress_transport, progress_chat, progress_id, progress_edit_id, "
-    "progress_text, progress_at, created_at, started_at, finished_at"
+    "progress_text, progress_at, created_at, started_at, finished_at, public"
 )
 
 
@@ -64,6 +67,7 @@ def _row(r: tuple[Any, ...]) -> Broadcast:  # body JSON and the exhausted flag c
     values = list(r)
     values[4] = json.loads(values[4])
     values[11] = bool(values[11])
+    values[26] = bool(values[26])
     return Broadcast(*values)
 
 
@@ -80,12 +84,14 @@ def create(
     case_id: int | None = None,
     update_id: int | None = None,
     expected: int = 0,
+    public: bool = False,
 ) -> int | None:
-    """A new fan-out; None when one already exists for this case update."""
+    """A new fan-out; None when one already exists for this case update. `public`: open
+    supporters are in its audience too (storage/audience.py)."""
     cur = conn.execute(
         "INSERT OR IGNORE INTO broadcasts (kind, state, segment, body, priority, author_id, "
-        "case_id, update_id, expected, created_at, started_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "case_id, update_id, expected, created_at, started_at, public) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             kind,
             state,
@@ -98,6 +104,7 @@ def create(
             expected,
             now,
             now if state == RUNNING else None,
+            int(public),
         ),
     )
     return cur.lastrowid if cur.rowcount == 1 else None

@@ -280,13 +280,16 @@ class Update:
     author_id: int | None
     created_at: float
     flags: tuple[str, ...] = ()
+    # Relatives' news (published from a report): for vetted members only (migration 073).
+    vetted_only: bool = False
 
 
-_U_COLS = "id, case_id, kind, text, report_id, author_id, created_at, flags"
+_U_COLS = "id, case_id, kind, text, report_id, author_id, created_at, flags, vetted_only"
 
 
 def _update(row: tuple) -> Update:
-    return Update(*row[:7], flags=tuple(f for f in (row[7] or "").split(",") if f))
+    flags = tuple(f for f in (row[7] or "").split(",") if f)
+    return Update(*row[:7], flags=flags, vetted_only=bool(row[8]))
 
 
 def add_update(
@@ -300,14 +303,18 @@ def add_update(
     report_id: int | None = None,
     flags: tuple[str, ...] | list[str] = (),
 ) -> int:
-    """A public case update (shared by /update and /publish). Returns its id."""
+    """A case update (shared by /update and /publish). Returns its id. One published from a
+    report is relatives' news: vetted members only, for good (the report may be purged)."""
     if kind not in UPDATE_KINDS or any(f not in UPDATE_FLAGS for f in flags):
         raise ValueError("unknown update kind or flag")
     cur = conn.execute(
-        "INSERT INTO case_updates (case_id, kind, flags, text, report_id, author_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (case_id, kind, ",".join(sorted(set(flags))), text, report_id, author_id, now),
-    )
+        "INSERT INTO case_updates (case_id, kind, flags, text, report_id, author_id, created_at, "
+        "vetted_only) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            case_id, kind, ",".join(sorted(set(flags))), text, report_id, author_id, now,
+            int(report_id is not None),
+        ),
+    )  # fmt: skip
     assert cur.lastrowid is not None
     return cur.lastrowid
 
@@ -317,9 +324,13 @@ def get_update(conn: Connection, update_id: int) -> Update | None:
     return _update(row) if row else None
 
 
-def latest_updates(conn: Connection, case_id: int, limit: int = 3) -> list[Update]:
+def latest_updates(
+    conn: Connection, case_id: int, limit: int = 3, *, vetted: bool = True
+) -> list[Update]:
+    """The newest updates of a case; without `vetted`, relatives' news is left out."""
     rows = conn.execute(
         f"SELECT {_U_COLS} FROM case_updates WHERE case_id = ? "
+        f"{'' if vetted else 'AND vetted_only = 0 '}"
         "ORDER BY created_at DESC, id DESC LIMIT ?",
         (case_id, limit),
     ).fetchall()

@@ -16,6 +16,9 @@ class Member:
     language: str | None
     timezone: str | None
     quiet_hours: str | None
+    # Joined by an invite (or promoted by an admin); False: an open supporter, who joined by a
+    # bare /start and gets public news only (THREATS rule 15, storage/audience.py).
+    vetted: bool = True
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,11 @@ class Identity:
     quarantined: bool = False  # safety number changed: nothing sensitive until /trust
 
 
-_COLS = "m.id, m.role, m.language, m.timezone, m.quiet_hours"
+_COLS = "m.id, m.role, m.language, m.timezone, m.quiet_hours, m.vetted"
 
 
 def _member(row: tuple) -> Member:
-    return Member(*row)
+    return Member(*row[:5], vetted=bool(row[5]))
 
 
 def by_address(conn: Connection, transport: str, address: str) -> Member | None:
@@ -59,9 +62,13 @@ def create(
     chat: str,
     now: float,
     language: str | None = None,
+    vetted: bool = True,
 ) -> Member:
+    """A new member. `vetted` is False only for an open supporter (bare /start); invites,
+    `vigil init` and seeding make vetted members."""
     cur = conn.execute(
-        "INSERT INTO members (role, language, created_at) VALUES (?, ?, ?)", (role, language, now)
+        "INSERT INTO members (role, language, created_at, vetted) VALUES (?, ?, ?, ?)",
+        (role, language, now, int(vetted)),
     )
     member_id = cur.lastrowid
     assert member_id is not None
@@ -70,7 +77,17 @@ def create(
         "VALUES (?, ?, ?, ?, ?, 1)",
         (transport, address, member_id, chat, now),
     )
-    return Member(member_id, role, language, None, None)
+    return Member(member_id, role, language, None, None, vetted)
+
+
+def set_vetted(conn: Connection, member_id: int) -> None:
+    """An open supporter redeemed an invite (or was promoted): from now on they are vetted."""
+    conn.execute("UPDATE members SET vetted = 1 WHERE id = ? AND vetted = 0", (member_id,))
+
+
+def count_open(conn: Connection) -> int:
+    """How many open supporters the network has (`vigil status`)."""
+    return conn.execute("SELECT count(*) FROM members WHERE vetted = 0").fetchone()[0]
 
 
 def set_role(conn: Connection, member_id: int, role: str) -> None:

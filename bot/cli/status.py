@@ -44,6 +44,7 @@ class Facts:
     loops: list[str] = field(default_factory=list)  # the running bot's own report (bot/health.py)
     admins: int = 0
     pending_approvals: int = 0
+    open_supporters: int = 0
 
 
 def line(name: str, value: str) -> str:
@@ -103,6 +104,15 @@ def approval_lines(f: Facts) -> list[str]:
     return [line("two-person", f"on ({f.admins} administrators), {f.pending_approvals} pending")]
 
 
+def joining_lines(f: Facts) -> list[str]:
+    """Whether anyone can join by a bare /start, and how many did (issue 14 item 4)."""
+    if f.settings.invite_only:
+        how = "invite-only: /start without a code makes nobody a member"
+    else:
+        how = "open: /start without a code makes an open supporter (public news only)"
+    return [line("joining", f"{how}; {f.open_supporters} open supporters")]
+
+
 def loop_lines(f: Facts) -> list[str]:
     return f.loops
 
@@ -114,6 +124,7 @@ SECTIONS: list[Callable[[Facts], list[str]]] = [
     outbox_lines,
     transport_lines,
     approval_lines,
+    joining_lines,
     loop_lines,
     job_lines,
 ]
@@ -138,6 +149,7 @@ def _read(conn: Any) -> tuple[Any, ...]:
         health.status_lines(conn),
         len(cases.admins(conn)),
         approvals.count_pending(conn),
+        members.count_open(conn),
     )
 
 
@@ -157,7 +169,9 @@ def _probe(settings: config.Settings) -> list[tuple[str, str]]:
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
     store = unlock_store(settings)
     try:
-        version, count, depth, upcoming, pinned, loops, admins, waiting = store.db.run_sync(_read)
+        (version, count, depth, upcoming, pinned, loops, admins, waiting, open_) = (
+            store.db.run_sync(_read)
+        )
     finally:
         store.close()
     facts = Facts(
@@ -173,6 +187,7 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
         loops=loops,
         admins=admins,
         pending_approvals=waiting,
+        open_supporters=open_,
     )
     for text in status_lines(facts):
         print(text)

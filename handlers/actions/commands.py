@@ -29,7 +29,7 @@ from handlers.actions.flows import (
     usage,
     zone_of,
 )
-from handlers.actions.model import DEFAULT_REVEAL, MAX_LISTED, TEMPLATES, rule_of
+from handlers.actions.model import DEFAULT_REVEAL, JOIN_FOR_VETTED, MAX_LISTED, TEMPLATES, rule_of
 from handlers.actions.parse import (
     parse_audience,
     parse_duration,
@@ -128,11 +128,13 @@ def list_actions(ctx: Context, args: str) -> None:
         repeat = describe_rule(ctx._, rule_of(a)) if a.once_at is None else None
         if repeat:
             details.append(repeat)
-        if a.place:
+        if a.place and member.vetted:
             details.append(a.place)
         if case is not None:
             details.append(case.name)
         lines.append("  " + " · ".join(details))
+        if not member.vetted:
+            continue  # an open supporter: no place, no RSVP (the note below says why)
         status = (
             ctx._("You are going (/leave {id})", id=a.id)
             if going
@@ -144,6 +146,8 @@ def list_actions(ctx: Context, args: str) -> None:
         lines.append("  " + status)
         if not going and len(choices) < 5:
             choices.append(Choice(ctx._("Join #{id}", id=a.id), f"/join {a.id}"))
+    if not member.vetted:
+        lines += ["", ctx._(JOIN_FOR_VETTED)]
     ctx.reply("\n".join(lines), tuple(choices))
 
 
@@ -166,6 +170,8 @@ def _second(args: str) -> str | None:
 def join(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     action = visible_action(ctx, args)
+    if not member.vetted:
+        raise UserError(ctx._(JOIN_FOR_VETTED))  # an RSVP would earn the place (THREATS 15)
     if _second(args) in ("all", "series"):
         join_all(ctx, action, _member_zone(ctx))
         return

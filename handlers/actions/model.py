@@ -57,6 +57,18 @@ DEFAULT_LANG_KEY = "network.default_language"
 NOT_FOUND = N_("No action with that number was found, or you may not see it.")
 
 
+# Open supporters (joined without an invite) see an action without its place and cannot join
+# (THREATS rule 15): what they are shown instead.
+PLACE_FOR_VETTED = N_("The place is shared with vetted members only (those invited to join).")
+
+
+JOIN_FOR_VETTED = N_(
+    "Only vetted members, who joined with an invite, can sign up for actions and get their "
+    "place. If a coordinator you know can vouch for you, ask them for an invite code, then "
+    "send /start CODE."
+)
+
+
 KIND_LABELS = {
     "vigil": N_("vigil"),
     "protest": N_("protest"),

@@ -27,6 +27,7 @@ class _Target:
     quiet: str | None
     transport: str | None
     chat: str | None
+    vetted: bool = True  # False: an open supporter, invited without the place, never an RSVP
 
 
 @dataclass
@@ -139,8 +140,10 @@ def _stream(run: _Run, action: Action, occ: Occurrence, rem: actions.Reminder) -
     done = now >= occ.start_at  # a fan-out still going when the action starts stops there
     while not done and run.budget > 0:
         if phase == "audience":
+            # Open supporters are invited too, the text rendered for them without the place
+            # and without /join (_write); RSVP reminders and places go to vetted members only.
             rows, new_cursor, exhausted = audience.chunk(
-                conn, _segment(action, case), cursor, CHUNK, run.default_lang
+                conn, _segment(action, case), cursor, CHUNK, run.default_lang, reach_open=True
             )
             targets = [
                 _Target(
@@ -151,6 +154,7 @@ def _stream(run: _Run, action: Action, occ: Occurrence, rem: actions.Reminder) -
                     r.quiet_hours,
                     r.transport,
                     None if r.held else r.chat,  # a quarantined identity: not worth holding
+                    r.vetted,
                 )
                 for r in rows
             ]
@@ -185,7 +189,13 @@ def _rsvp_targets(
     rows = actions.member_rows(conn, ids)
     restricted = case is not None and case.visibility != "public"
     tied = actions.tied_among(conn, case.id, ids) if restricted and case is not None else set()
-    return [_Target(*r) for r in rows if not restricted or r[1] in COORDINATORS or r[0] in tied]
+    # An RSVP an open supporter holds (made before migration 073) earns no reminder or place.
+    vetted = audience.vetted_among(conn, ids)
+    return [
+        _Target(*r)
+        for r in rows
+        if r[0] in vetted and (not restricted or r[1] in COORDINATORS or r[0] in tied)
+    ]
 
 
 def _idem(action: Action, occ: Occurrence, what: str, member_id: int, transport: str) -> str:
@@ -202,12 +212,12 @@ def _write(
     going: set[int],
 ) -> int:
     now = run.now
-    bodies: dict[tuple[str, str, bool], str] = {}
+    bodies: dict[tuple[str, str, bool, bool], str] = {}
     rows: list[outbox.Row] = []
     for t in targets:
         if t.transport is None or t.chat is None:
             continue
-        joined = t.member_id in going
+        joined = t.member_id in going and t.vetted
         tz = safe_zone(t.timezone or run.default_tz or action.timezone)
         language = t.language or run.default_lang
         not_before = 0.0
@@ -215,12 +225,13 @@ def _write(
             not_before = quiet_until(t.quiet, tz, now)
             if not_before >= occ.start_at:
                 continue  # after their quiet hours it would be too late to be of use
-        key = (language, tz, joined)
+        key = (language, tz, joined, t.vetted)
         if key not in bodies:
             tr = Translator(language)
             text, choices = reminder_text(
-                tr, action, case, occ, tz=tz, joined=joined, now=now, late=rem.late
-            )
+                tr, action, case, occ, tz=tz, joined=joined, now=now, late=rem.late,
+                vetted=t.vetted,
+            )  # fmt: skip
             body: outbox.OutboxBody = {"text": text}
             if choices:
                 body["choices"] = [[c.label, c.value] for c in choices]

@@ -9,7 +9,7 @@ from babel.dates import format_date, format_skeleton, format_timedelta, get_day_
 from bot import recurrence as rec
 from bot.i18n import Translator
 from bot.messages import Choice
-from handlers.actions.model import DAY, HOUR, KIND_LABELS, MINUTE, TEMPLATES
+from handlers.actions.model import DAY, HOUR, KIND_LABELS, MINUTE, PLACE_FOR_VETTED, TEMPLATES
 from handlers.common import zone
 from storage import cases
 from storage.actions import Action, Occurrence
@@ -94,7 +94,11 @@ def reminder_text(
     joined: bool,
     now: float,
     late: bool,
+    vetted: bool = True,
 ) -> tuple[str, tuple[Choice, ...]]:
+    """An invitation or reminder. For an open supporter (`vetted` False): no place and no
+    /join, a line that the place is for vetted members instead."""
+    joined = joined and vetted
     title = action_title(tr, action, case)
     lines = []
     if late:
@@ -110,7 +114,10 @@ def reminder_text(
         )
         when = f"{when} — {relative}"
     lines.append(tr("When: {when}", when=when))
-    if action.place:
+    if not vetted:
+        if action.place or action.exact_place:
+            lines.append(tr(PLACE_FOR_VETTED))
+    elif action.place:
         lines.append(tr("Where: {place}", place=action.place))
     template = TEMPLATES.get(action.origin.removeprefix("template:"))
     if template is not None:
@@ -124,7 +131,7 @@ def reminder_text(
         if action.exact_place and occ.reveal_at is not None and occ.revealed_at is None:
             lines.append(tr("You will get the exact meeting point before the start."))
         lines.append(tr("You are going. If your plans change: /leave {id}", id=action.id))
-    else:
+    elif vetted:
         lines.append(tr("Will you come? /join {id}", id=action.id))
         choices = (Choice(tr("I will come"), f"/join {action.id}"),)
     return "\n".join(lines), choices

@@ -1,10 +1,15 @@
-"""/broadcast SEGMENT TEXT, /confirm and /cancel ID; broadcasts under the two-person rule.
+"""/broadcast [public] SEGMENT TEXT, /confirm and /cancel ID; broadcasts under the two-person rule.
 
 Who may address whom (issue 14): `case:SLUG` is for that case's coordinators and the admins
 (`coordinated_case`); `all`, `role:ROLE` and `lang:CODE` for any coordinator, but they, and any
 audience over the network's threshold (`approval_threshold`, 200 by default), go out only once
 a second eligible person approves (handlers/approvals). A coordinator has one unsent draft at a
-time: a new /broadcast replaces the previous one and says so, so nothing queues silently."""
+time: a new /broadcast replaces the previous one and says so, so nothing queues silently.
+
+A broadcast goes to vetted members only unless the coordinator writes `public` before the
+segment: then open supporters (joined without an invite) get it too. The word comes first,
+not after the segment, so a text that starts with "public" ("public hearing at 10") can never
+widen the audience by accident."""
 
 from __future__ import annotations
 
@@ -67,28 +72,56 @@ def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
 
 def _usage(ctx: Context) -> str:
     return ctx._(
-        "Send /broadcast SEGMENT TEXT. SEGMENT is one of: all, case:NAME, role:ROLE "
-        "(activist, family, coordinator, admin), lang:CODE (e.g. lang:ru)."
+        "Send /broadcast [public] SEGMENT TEXT. SEGMENT is one of: all, case:NAME, role:ROLE "
+        "(activist, family, coordinator, admin), lang:CODE (e.g. lang:ru). It goes to vetted "
+        "members only; with public first, open supporters (joined without an invite) get it too."
+    )
+
+
+PUBLIC_WORD = "public"
+
+
+def split_public(args: str) -> tuple[bool, str]:
+    """(marked public, the rest): `public` is a flag only as the first word."""
+    first, _, rest = args.strip().partition(" ")
+    if first.lower() == PUBLIC_WORD:
+        return True, rest.strip()
+    return False, args.strip()
+
+
+def reach_line(tr: Translator, public: bool, *, hint: bool = True) -> str:
+    """What a preview says about open supporters, so whoever sends or approves it sees who is
+    left out; `hint` tells the author how to include them."""
+    if public:
+        return tr("Public: open supporters (joined without an invite) get it too.")
+    if not hint:
+        return tr("Vetted members only: open supporters (joined without an invite) do not get it.")
+    return tr(
+        "Vetted members only: open supporters (joined without an invite) do not get it. "
+        "To include them, start with public: /broadcast public SEGMENT TEXT"
     )
 
 
 @commands.command(
     "broadcast",
     roles=COORDINATORS,
-    summary=N_("message a group: /broadcast all|case:NAME|role:ROLE|lang:CODE TEXT"),
+    summary=N_("message a group: /broadcast [public] all|case:NAME|role:ROLE|lang:CODE TEXT"),
     order=60,
 )
 def broadcast(ctx: Context, args: str) -> None:
     member = ctx.require_member()
     remember_defaults(ctx)
-    token, _, text = args.strip().partition(" ")
+    public, args = split_public(args)
+    token, _, text = args.partition(" ")
     if not token:
         raise UserError(_usage(ctx))
     segment, label = parse_segment(ctx, token)
     if not text.strip():
         raise UserError(_usage(ctx))
     text = clean_text(ctx, text, label=ctx._("broadcast"), most=MAX_BROADCAST_CHARS, multiline=True)
-    people, messages = audience.count(ctx.conn, segment, ctx.services.default_language)
+    people, messages = audience.count(
+        ctx.conn, segment, ctx.services.default_language, reach_open=public
+    )
     if people == 0:
         raise UserError(ctx._("Nobody can be reached in that group, so nothing was prepared."))
     replaced = _drop_unsent(ctx, member.id)
@@ -101,6 +134,7 @@ def broadcast(ctx: Context, args: str) -> None:
         now=ctx.now,
         author_id=member.id,
         expected=messages,
+        public=public,
     )
     assert bid is not None
     ctx.audit("broadcast.drafted", f"broadcast:{bid}")
@@ -114,6 +148,9 @@ def broadcast(ctx: Context, args: str) -> None:
         messages=messages,
         text=text,
     )
+    # The reach goes right after the count it explains, before the text.
+    head, sep, rest = preview.partition("\n\n")
+    preview = head + "\n" + reach_line(ctx._, public) + sep + rest
     if needs_approval(ctx, segment, people)[0]:
         preview += "\n" + ctx._(
             "This audience needs a second person: after /confirm, another administrator (or "
@@ -168,20 +205,23 @@ def confirm(ctx: Context, args: str) -> None:
         return
     if b is None or b.created_at < ctx.now - DRAFT_TTL:
         raise UserError(ctx._("There is no broadcast of yours waiting to be sent."))
-    people, messages = audience.count(ctx.conn, b.segment, ctx.services.default_language)
+    people, messages = audience.count(
+        ctx.conn, b.segment, ctx.services.default_language, reach_open=b.public
+    )
     needed, case_id = needs_approval(ctx, b.segment, people)
     if needed:
         text = b.body.get("text", "")
-        segment = b.segment
+        segment, public = b.segment, b.public
 
         def preview(_: Translator) -> str:
-            return _(
+            head, sep, rest = _(
                 "Broadcast #{id} to {label}: {people} people.\n\n{text}",
                 id=b.id,
                 label=segment_label(ctx.conn, _, segment),
                 people=people,
                 text=text,
-            )
+            ).partition("\n\n")
+            return head + "\n" + reach_line(_, public, hint=False) + sep + rest
 
         aid = approval.request(
             ctx,
@@ -278,7 +318,9 @@ def approved_broadcast(ctx: Context, a: Approval) -> str | None:
     )
     if way is None:
         return None
-    people, messages = audience.count(ctx.conn, b.segment, ctx.services.default_language)
+    people, messages = audience.count(
+        ctx.conn, b.segment, ctx.services.default_language, reach_open=b.public
+    )
     tr = Translator(author.language or ctx.services.default_language)
     approver = ctx.require_member()
     _start(

@@ -43,7 +43,9 @@ def _idem_prefix(b: Broadcast) -> str:
 def materialise(conn: Connection, b: Broadcast, now: float, limit: int = CHUNK) -> int:
     """Write the outbox rows of the next chunk of recipients and move the cursor."""
     default_tz, default_lang = network_defaults(conn)
-    rows, cursor, exhausted = audience.chunk(conn, b.segment, b.cursor, limit, default_lang)
+    rows, cursor, exhausted = audience.chunk(
+        conn, b.segment, b.cursor, limit, default_lang, reach_open=b.public
+    )
     render = RENDERERS[b.kind]
     bodies: dict[str, str | None] = {}  # rendering depends on language (and opt-outs)
     prefix = _idem_prefix(b)

@@ -82,6 +82,8 @@ def _digest_for(
         mode = modes.get(b.case_id) or modes.get(ALL)
         if mode != "digest":
             continue
+        if not b.public and not member.vetted:
+            continue  # relatives' news: vetted members only, as in the instant alert
         if b.case_id not in case_cache:
             case_cache[b.case_id] = cases.get(conn, b.case_id)
         case = case_cache[b.case_id]

@@ -120,7 +120,10 @@ def publish_alert(
         if row is not None:
             return row[0], 0
     priority = Priority.EMERGENCY if "urgent" in flags else Priority.ALERT
-    people, _ = audience.count(conn, f"subs:{case.id}")
+    # Public news reaches open supporters who follow the case; relatives' news does not.
+    stored = cases.get_update(conn, update_id) if update_id is not None else None
+    public = stored is None or not stored.vetted_only
+    people, _ = audience.count(conn, f"subs:{case.id}", reach_open=public)
     bid = broadcasts.create(
         conn,
         kind="alert",
@@ -141,6 +144,7 @@ def publish_alert(
         case_id=case.id,
         update_id=update_id,
         expected=people,
+        public=public,
     )
     assert bid is not None
     b = broadcasts.get(conn, bid)
