@@ -97,7 +97,8 @@ def seed(conn: Any, recipients: int, now: float) -> None:
         (str(COORDINATOR), str(COORDINATOR), now),
     )
     conn.executemany(
-        "INSERT INTO members (id, role, language, created_at) VALUES (?, 'activist', 'en', ?)",
+        "INSERT INTO members (id, role, language, created_at, vetted) "
+        "VALUES (?, 'activist', 'en', ?, 1)",
         ((i + 2, now) for i in range(recipients)),
     )
     conn.executemany(

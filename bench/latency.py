@@ -70,7 +70,8 @@ def seed(
     rows = [(coordinator, "coordinator")] + [(a, "activist") for a in askers + recipients]
     for i, (address, role) in enumerate(rows, start=1):
         conn.execute(
-            "INSERT INTO members (id, role, language, created_at) VALUES (?, ?, 'en', 0)",
+            "INSERT INTO members (id, role, language, created_at, vetted) "
+            "VALUES (?, ?, 'en', 0, 1)",
             (i, role),
         )
         conn.execute(

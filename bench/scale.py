@@ -53,8 +53,8 @@ def build(data_dir: Path, members: int, cases: int) -> float:
             ((f"case{i}", f"Case {i}", now) for i in range(cases)),
         )
         conn.executemany(
-            "INSERT INTO members (id, role, language, timezone, quiet_hours, created_at) "
-            "VALUES (?, 'activist', 'en', 'Europe/Berlin', ?, ?)",
+            "INSERT INTO members (id, role, language, timezone, quiet_hours, created_at, vetted) "
+            "VALUES (?, 'activist', 'en', 'Europe/Berlin', ?, ?, 1)",
             ((i, "22-07" if i % 3 == 0 else None, now) for i in range(1, members + 1)),
         )
         conn.executemany(

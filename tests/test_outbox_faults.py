@@ -41,7 +41,8 @@ PRODUCERS = default_producers()
 def seed_network(store: Store, n: int, *, transport: str = "fake") -> None:
     def go(conn: Any) -> None:
         conn.executemany(
-            "INSERT INTO members (role, language, created_at) VALUES ('activist', 'en', 0)",
+            "INSERT INTO members (role, language, created_at, vetted) "
+            "VALUES ('activist', 'en', 0, 1)",
             [()] * n,
         )
         conn.execute(
