@@ -8,6 +8,7 @@ outbox rows. Raising `UserError` rolls back what the handler did and sends its s
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -148,10 +149,21 @@ class Context:
         return self.flows.current(self) if self.flows is not None else None
 
 
+def ascii_digits(text: str) -> str:
+    """Decimal digits of any script as ASCII: a Persian keyboard types ۱۲, an Arabic one ١٢, a
+    Burmese one ၁၂, and each means 12. Only decimal digits (category Nd) are mapped, so "²" and
+    "①" stay what they are and fail to parse as numbers, as before."""
+    if text.isascii():
+        return text
+    return "".join(
+        str(unicodedata.decimal(ch)) if unicodedata.category(ch) == "Nd" else ch for ch in text
+    )
+
+
 def parse_id(text: str) -> int | None:
-    """A number typed by a person: ASCII digits only ("²".isdigit() is True, and int() then
-    fails), short enough for SQLite's INTEGER; an optional leading #."""
-    text = text.strip().removeprefix("#")
+    """A number typed by a person, in any script's decimal digits (`ascii_digits`), short enough
+    for SQLite's INTEGER; an optional leading #."""
+    text = ascii_digits(text.strip()).removeprefix("#")
     return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
 
 

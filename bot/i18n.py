@@ -10,6 +10,7 @@ import functools
 import io
 import logging
 import re
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,28 @@ def normalize_language(code: str | None) -> str | None:
         return None
     base = code.strip().replace("-", "_").split("_")[0].lower()[:8]
     return base if base in available_languages() else None
+
+
+@functools.cache
+def _language_words() -> dict[str, str]:
+    """Each shipped language by its code, by its own name and by its name in English and in
+    every other shipped language, from CLDR: `english`, `русский`, `فارسی`, `Russian`."""
+    shipped = available_languages()
+    found = {code: code for code in shipped}
+    for reader in ("en", *shipped):
+        names = Locale.parse(reader).languages
+        for code in shipped:
+            if names.get(code):
+                found.setdefault(unicodedata.normalize("NFKC", names[code]).casefold(), code)
+    found.setdefault("farsi", "fa")  # what many Iranians call it in English
+    found.setdefault("myanmar", "my")
+    return found
+
+
+def find_language(text: str) -> str | None:
+    """The shipped language someone means by `ru`, `ru-RU`, `english` or `русский`, or None."""
+    key = unicodedata.normalize("NFKC", text.strip()[:40]).casefold()
+    return normalize_language(key) or _language_words().get(key)
 
 
 @functools.cache

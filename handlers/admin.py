@@ -40,12 +40,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.capability import Capability, Commands
-from bot.context import ADMINS, Context, UserError
+from bot.context import ADMINS, Context, UserError, ascii_digits
 from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_, Translator
 from bot.messages import Choice, Priority
 from handlers.approvals import core as approval
-from handlers.broadcasts import ROLE_ALIASES
 from handlers.common import (
     NOT_FOUND,
     ROLE_RANK,
@@ -56,6 +55,7 @@ from handlers.common import (
 )
 from storage import audit, cases, members, privacy
 from storage.approvals import Approval
+from storage.members import ROLE_ALIASES
 
 commands = Commands()
 
@@ -72,7 +72,7 @@ _NUMBER = re.compile(r"#?([0-9]{1,11})")  # ASCII only: "²".isdigit() is True, 
 
 
 def number(word: str) -> int | None:
-    m = _NUMBER.fullmatch(word)
+    m = _NUMBER.fullmatch(ascii_digits(word))
     return int(m.group(1)) if m else None
 
 
@@ -174,12 +174,13 @@ def promote(ctx: Context, args: str) -> None:
         raise UserError(
             ctx._(
                 "Send /promote N ROLE [CASE]: N is the member's number (they see it in "
-                "/mydata), ROLE one of coordinator, admin, family (family needs a CASE)."
+                "/mydata), ROLE one of coordinator, administrator, relative (a relative needs "
+                "a CASE)."
             )
         )
     target = _member_number(ctx, words[0])
     _not_self(ctx, target)
-    role = words[1].lower()
+    role = members.parse_role(words[1]) or words[1].lower()
     case = None
     if len(words) > 2:
         case = cases.by_slug(ctx.conn, words[2].lower()[:64])

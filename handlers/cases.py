@@ -143,7 +143,7 @@ def list_cases(ctx: Context, args: str) -> None:
 
 @commands.command("case", roles=ANYONE, summary=N_("a case card: /case NAME"), order=11)
 def show_case(ctx: Context, args: str) -> None:
-    case = visible_case(ctx, args.split()[0].lower() if args.split() else "")
+    case = visible_case(ctx, args.strip().lower())  # a slug, or a name with its spaces
     ctx.reply(case_card(ctx, case))
 
 

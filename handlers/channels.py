@@ -19,7 +19,15 @@ from collections.abc import Callable
 
 from bot import guard
 from bot.capability import Capability, Commands
-from bot.context import ADMINS, ANYONE, COORDINATORS, Context, RequestResult, TransportRequest
+from bot.context import (
+    ADMINS,
+    ANYONE,
+    COORDINATORS,
+    Context,
+    RequestResult,
+    TransportRequest,
+    ascii_digits,
+)
 from bot.i18n import N_, Translator
 from bot.messages import Incoming, Priority
 from bot.notify import outbox_body
@@ -201,7 +209,7 @@ def unlink(ctx: Context, args: str) -> None:
 )
 def trust(ctx: Context, args: str) -> None:
     actor = ctx.require_member()
-    word = args.strip().removeprefix("#")
+    word = ascii_digits(args.strip()).removeprefix("#")
     target_id = int(word) if word.isascii() and word.isdigit() and len(word) < 12 else None
     target = members.get(ctx.conn, target_id) if target_id is not None else None
     may = target is not None and (

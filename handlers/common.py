@@ -98,13 +98,28 @@ def sanitize_free_text(value: str, most: int) -> str:
 
 
 def visible_case(ctx: Context, slug: str) -> cases.Case:
-    """The case if this member may see it; one answer for missing and forbidden."""
-    case = cases.by_slug(ctx.conn, slug[:64]) if slug else None
+    """The case if this member may see it; one answer for missing and forbidden. Besides the
+    slug, the case's name or a part of it that only one case has (`Nasrin`, `насрин`) will do,
+    searched among the cases this member may see, so a name says nothing of a hidden case."""
     member_id = ctx.member.id if ctx.member else None
     role = ctx.member.role if ctx.member else None
+    case = cases.by_slug(ctx.conn, slug[:64]) if slug else None
     if case is None or not cases.can_see(ctx.conn, case, member_id, role):
+        case = _case_by_name(cases.visible_to(ctx.conn, member_id, role), slug)
+    if case is None:
         raise UserError(ctx._(NOT_FOUND))
     return case
+
+
+def _case_by_name(candidates: list[cases.Case], typed: str) -> cases.Case | None:
+    said = normalize_phrase(typed[:64])
+    if len(said) < 3:
+        return None  # two letters match too much to mean one case
+    exact = [c for c in candidates if normalize_phrase(c.name) == said]
+    if len(exact) == 1:
+        return exact[0]
+    partial = [c for c in candidates if said in f"{normalize_phrase(c.name)} {c.slug}"]
+    return partial[0] if len(partial) == 1 else None
 
 
 def coordinated_case(ctx: Context, slug: str) -> cases.Case:
@@ -170,6 +185,35 @@ def zone(name: str | None) -> ZoneInfo:
 @functools.cache
 def all_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
+
+
+@functools.cache
+def _zone_words() -> dict[str, str]:
+    """Every way to name a zone: its id (`Europe/Minsk`), its city (`Minsk`, `New York`) and the
+    city in each shipped language from CLDR (`Минск`, `مینسک`). The first zone in id order wins
+    a shared name (aliases such as `America/Indianapolis` name the same clock)."""
+    from babel import Locale
+
+    from bot.i18n import available_languages
+
+    zones = sorted(all_zones())
+    found: dict[str, str] = {}
+    for zone in zones:
+        for word in (zone, zone.rsplit("/", 1)[-1].replace("_", " ")):
+            found.setdefault(normalize_phrase(word), zone)
+    known = set(zones)
+    for lang in ("en", *available_languages()):
+        for zone, names in sorted(Locale.parse(lang).time_zones.items()):
+            city = names.get("city")
+            if city and zone in known:
+                found.setdefault(normalize_phrase(city), zone)
+    return found
+
+
+def find_zone(text: str) -> str | None:
+    """The zone someone means by `Europe/Minsk`, `minsk` or `Минск`; None if nothing fits."""
+    key = normalize_phrase(text[:64])
+    return _zone_words().get(key) if key else None
 
 
 ROLE_RANK = {"activist": 0, "family": 1, "coordinator": 2, "admin": 3}

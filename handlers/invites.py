@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.capability import Capability, Commands
-from bot.context import COORDINATORS, Context, UserError
+from bot.context import COORDINATORS, Context, UserError, ascii_digits
 from bot.i18n import N_, Translator
 from storage import cases, invites, members, outbox
 from storage.db import Connection
@@ -27,7 +27,7 @@ class InviteError(ValueError):
 
 
 def parse_duration(text: str) -> int:
-    m = _DURATION.match(text.strip().lower())
+    m = _DURATION.match(ascii_digits(text.strip().lower()))
     if not m or int(m.group(1)) == 0:
         raise InviteError("bad_duration")
     return int(m.group(1)) * _UNITS[m.group(2)]
@@ -92,9 +92,9 @@ def invite(ctx: Context, args: str) -> None:
     parts = args.split()
     if not parts:
         raise UserError(
-            ctx._("Send /invite ROLE [CASE], with ROLE one of: activist, family, coordinator.")
+            ctx._("Send /invite ROLE [CASE], with ROLE one of: supporter, relative, coordinator.")
         )
-    role = parts[0].lower()
+    role = members.parse_role(parts[0]) or parts[0].lower()
     # Only an admin may mint admins or coordinators: a compromised coordinator cannot spread.
     if role in ("admin", "coordinator") and member.role != "admin":
         raise UserError(ctx._("Only an administrator can invite coordinators."))
@@ -113,7 +113,7 @@ def invite(ctx: Context, args: str) -> None:
     except InviteError as err:
         raise UserError(
             {
-                "bad_role": ctx._("Unknown role. Use activist, family or coordinator."),
+                "bad_role": ctx._("Unknown role. Use supporter, relative or coordinator."),
                 "no_case": ctx._("No case with that name was found, or it is not yours."),
                 "family_needs_case": ctx._("A relative's invite needs a case: /invite family CASE"),
             }.get(err.code, ctx._("That invite cannot be created."))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from bot.capability import Capability, Commands
-from bot.context import ANYONE, Context, UserError
-from bot.i18n import N_, Translator, available_languages, language_name, normalize_language
+from bot.context import ANYONE, Context, UserError, ascii_digits
+from bot.i18n import N_, Translator, available_languages, find_language, language_name
 from bot.messages import Choice
-from handlers.common import all_zones
+from handlers.common import find_zone
 from storage import members
 
 commands = Commands()
@@ -23,7 +23,7 @@ def language(ctx: Context, args: str) -> None:
         )
         ctx.reply(ctx._("Choose your language:"), choices)
         return
-    code = normalize_language(args.split()[0])
+    code = find_language(args)
     if code is None:
         raise UserError(
             ctx._(
@@ -48,8 +48,7 @@ def timezone(ctx: Context, args: str) -> None:
             )
         )
         return
-    wanted = args.split()[0][:64]
-    match = next((z for z in all_zones() if z.lower() == wanted.lower()), None)
+    match = find_zone(args)
     if match is None:
         raise UserError(
             ctx._("I don't know that time zone. Use a name like Europe/Minsk or Asia/Tehran.")
@@ -68,7 +67,7 @@ def quiet(ctx: Context, args: str) -> None:
         members.set_quiet_hours(ctx.conn, member.id, None)
         ctx.reply(ctx._("Quiet hours are off."))
         return
-    m = _QUIET.match(args.strip())
+    m = _QUIET.match(ascii_digits(args.strip()))
     if not m:
         raise UserError(
             ctx._("Send quiet hours as two hours, for example /quiet 22-7, or /quiet off.")

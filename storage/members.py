@@ -8,6 +8,30 @@ from storage.db import Connection
 
 ROLES = ("activist", "family", "coordinator", "admin")
 
+# The words people use for a role. The stored names are the code's; replies call them
+# supporter, relative, coordinator and administrator (handlers/common.role_label), and every
+# command and `vigil invite --role` accept both.
+ROLE_ALIASES = {
+    "activist": "activist",
+    "activists": "activist",
+    "supporter": "activist",
+    "supporters": "activist",
+    "family": "family",
+    "relative": "family",
+    "relatives": "family",
+    "coordinator": "coordinator",
+    "coordinators": "coordinator",
+    "admin": "admin",
+    "admins": "admin",
+    "administrator": "admin",
+    "administrators": "admin",
+}
+
+
+def parse_role(word: str) -> str | None:
+    """The stored role for what someone typed (`supporter`, `Relative`, `admins`), or None."""
+    return ROLE_ALIASES.get(word.strip().lower())
+
 
 @dataclass(frozen=True)
 class Member:

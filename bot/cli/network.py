@@ -24,11 +24,21 @@ from bot.cli.common import (
     unlock_store,
     whole_number,
 )
-from storage import keys
+from storage import keys, members
 from storage.db import StoreError
 from storage.store import NetworkExists, Store, begin_unlock, init_network, unlock
 
-ROLES = ["activist", "family", "coordinator", "admin"]
+
+def _role(word: str) -> str:
+    """`--role supporter` or `--role activist`: the words of /invite (storage.members)."""
+    role = members.parse_role(word)
+    if role is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown role {word!r}: use supporter, relative, coordinator or admin"
+        )
+    return role
+
+
 NEXT_STEP = """\
 Next step: the sealing key, which opens relatives' reports. Until this network has one,
 reports are refused. Make it on an offline computer (not this server):
@@ -72,7 +82,14 @@ def register(sub: Any) -> None:
         help="print a new invite code",
         description="Print a new invite code (and a Telegram link when the bot's name is known).",
     )
-    v.add_argument("--role", required=True, choices=ROLES, help="what the invited person becomes")
+    v.add_argument(
+        "--role",
+        required=True,
+        type=_role,
+        metavar="ROLE",
+        help="what the invited person becomes: supporter (or activist), relative (or family), "
+        "coordinator or admin",
+    )
     v.add_argument("--case", metavar="SLUG", help="the case they join (required for family)")
     v.add_argument(
         "--uses",

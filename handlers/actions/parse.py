@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from bot import recurrence as rec
-from bot.context import Context, UserError
+from bot.context import Context, UserError, ascii_digits
 from handlers.actions.model import (
     DAY,
     HOUR,
@@ -17,14 +17,14 @@ from handlers.actions.model import (
     MINUTE,
     utc,
 )
-from handlers.broadcasts import ROLE_ALIASES
 from handlers.common import valid_zone, zone
+from storage.members import ROLE_ALIASES
 
 _DURATION = re.compile(r"^(\d{1,4})\s*(m|min|mins|h|hr|hrs|d|day|days)$")
 
 
 def parse_offsets(ctx: Context, value: str) -> tuple[int, ...]:
-    text = value.strip().lower()
+    text = ascii_digits(value.strip().lower())
     if text in ("off", "none", "-", "0"):
         return ()
     out: set[int] = set()
@@ -48,7 +48,7 @@ def parse_offsets(ctx: Context, value: str) -> tuple[int, ...]:
 
 
 def parse_duration(ctx: Context, value: str) -> int:
-    m = _DURATION.match(value.strip().lower())
+    m = _DURATION.match(ascii_digits(value.strip().lower()))
     if not m:
         raise UserError(ctx._("Give a time like 2h, 90m or 1d."))
     seconds = int(m.group(1)) * {"m": MINUTE, "h": HOUR, "d": DAY}[m.group(2)[0]]
@@ -88,6 +88,7 @@ def when_error(ctx: Context, err: rec.WhenError) -> UserError:
 
 def parse_start(ctx: Context, text: str, tz: str) -> tuple[rec.Rule, float | None]:
     """A WHEN expression -> (rule, start instant for a one-off)."""
+    text = ascii_digits(text)
     now = utc(ctx.now)
     try:
         rule = rec.parse_when(text, tz=zone(tz), now_utc=now)
@@ -108,7 +109,7 @@ def take_when(tokens: list[str]) -> tuple[str, int] | rec.WhenError:
     for n in (2, 1):
         if len(tokens) < n:
             continue
-        text = " ".join(tokens[:n])
+        text = ascii_digits(" ".join(tokens[:n]))
         try:
             rec.parse_when(text)
         except rec.WhenError as err:
@@ -127,7 +128,7 @@ _DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 
 def parse_until(ctx: Context, value: str, tz: str) -> str | None:
     """The last local date of a series (ISO), or None for no end ("-", "none", "never")."""
-    text = value.strip().lower()
+    text = ascii_digits(value.strip().lower())
     if text in ("-", "none", "never", "off"):
         return None
     m = _DATE.match(text)
@@ -149,7 +150,9 @@ def parse_until(ctx: Context, value: str, tz: str) -> str | None:
 def take_options(ctx: Context, tokens: list[str], data: dict[str, Any]) -> list[str]:
     """Parse leading key=value options into `data` (kind) and `data["options"]`."""
     opts = data["options"]
-    while tokens and (m := _OPTION.match(tokens[0]) or _UNTIL.match(tokens[0])):
+    while tokens and (
+        m := _OPTION.match(ascii_digits(tokens[0])) or _UNTIL.match(ascii_digits(tokens[0]))
+    ):
         key, value = (m.group(1).lower(), m.group(2)) if m.re is _OPTION else ("until", m[1])
         if key == "until":
             # Checked against the action's zone when it is created (the tz= may come later).

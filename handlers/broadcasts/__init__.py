@@ -31,7 +31,6 @@ from handlers.broadcasts.alerts import (
     mode_label,
 )
 from handlers.broadcasts.commands import (
-    ROLE_ALIASES,
     approved_broadcast,
     cancel_fanout,
     cancel_latest,
@@ -62,7 +61,6 @@ __all__ = [
     "KINDS",
     "PROGRESS_EVERY",
     "PROGRESS_LINE_EVERY",
-    "ROLE_ALIASES",
     "alert_text",
     "approved_broadcast",
     "cancel_fanout",

@@ -37,21 +37,6 @@ commands = Commands()
 MAX_BROADCAST_CHARS = 4000
 
 
-ROLE_ALIASES = {
-    "activist": "activist",
-    "activists": "activist",
-    "supporter": "activist",
-    "supporters": "activist",
-    "family": "family",
-    "relative": "family",
-    "relatives": "family",
-    "coordinator": "coordinator",
-    "coordinators": "coordinator",
-    "admin": "admin",
-    "admins": "admin",
-}
-
-
 def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
     """(segment, label for the preview) from `all`, `case:SLUG`, `role:ROLE`, `lang:CODE`."""
     kind, _, value = token.partition(":")
@@ -61,8 +46,8 @@ def parse_segment(ctx: Context, token: str) -> tuple[str, str]:
         segment = "all"
     elif kind == "case" and value:
         segment = f"case:{coordinated_case(ctx, value).id}"
-    elif kind == "role" and value.lower() in ROLE_ALIASES:
-        segment = f"role:{ROLE_ALIASES[value.lower()]}"
+    elif kind == "role" and members.parse_role(value):
+        segment = f"role:{members.parse_role(value)}"
     elif kind in ("lang", "language") and re.fullmatch(r"[A-Za-z]{2,8}", value):
         segment = f"lang:{value.lower()}"
     if segment is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from bot.context import Context
+from bot.context import Context, ascii_digits
 from handlers.common import zone
 from storage import settings
 from storage.db import Connection
@@ -20,7 +20,7 @@ _QUIET = re.compile(r"^(\d{1,2})-(\d{1,2})$")
 
 
 def parse_quiet(quiet: str | None) -> tuple[int, int] | None:
-    m = _QUIET.match(quiet or "")
+    m = _QUIET.match(ascii_digits(quiet or ""))
     if not m:
         return None
     start, end = int(m.group(1)), int(m.group(2))

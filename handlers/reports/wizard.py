@@ -13,7 +13,7 @@ import zoneinfo
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from bot.context import Context
+from bot.context import Context, ascii_digits
 from bot.flows import Flow, FlowContext, Step
 from bot.i18n import N_
 from bot.messages import Attachment, Choice, Priority
@@ -140,6 +140,7 @@ _YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 
 
 def parse_date(text: str) -> date | None:
+    text = ascii_digits(text.strip())
     m = _YMD.match(text)
     dmy = _DMY.match(text)
     try:
