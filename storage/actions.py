@@ -407,8 +407,10 @@ def upcoming_for(
     role: str,
     coordinator: bool,
     limit: int,
+    before: float | None = None,
 ) -> list[Listed]:
-    """The next occurrences of actions this member may see, soonest first.
+    """The next occurrences of actions this member may see, soonest first (with `before`,
+    only those starting before it).
 
     Visible: the action's case (if any) is public or the member is tied to it, and the member
     is in the audience ('all', 'case', or their role). Coordinators and admins see every one.
@@ -422,6 +424,9 @@ def upcoming_for(
             "AND (a.audience IN ('all', 'case') OR a.audience = ?)"
         )
         args += [member_id, f"role:{role}"]
+    if before is not None:
+        where += " AND o.start_at < ?"
+        args.append(before)
     rows = conn.execute(
         f"SELECT {_A_COLS}, o.id, o.action_id, o.start_at, o.state, o.reveal_at, o.revealed_at, "
         "o.skipped, o.going FROM occurrences o JOIN actions a ON a.id = o.action_id "

@@ -94,6 +94,8 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
     "broadcast": ("/broadcast case:alpha Come to the court.", row(U, U, U, U, A, N, A)),
     "invite": ("/invite family alpha", row(U, U, U, U, A, N, A)),
     "confirm": ("/confirm", row(U, U, U, U, A, A, A)),
+    # A read of the member's own cases and requests: every coordinator gets an answer.
+    "overview": ("/overview", row(U, U, U, U, A, A, A)),
     # -- administrators --------------------------------------------------------------------
     "promote": ("/promote {m_act} coordinator", row(U, U, U, U, U, U, A)),
     "revoke": ("/revoke {m_act}", row(U, U, U, U, U, U, A)),

@@ -341,7 +341,7 @@ def _drop_unsent(ctx: Context, author_id: int) -> list[int]:
     return dropped
 
 
-def _may_stop(ctx: Context, b: Broadcast) -> bool:
+def may_stop(ctx: Context, b: Broadcast) -> bool:
     """Its author; for a running fan-out also an admin, and for a case's alert or a broadcast
     to a case, that case's coordinators. Nobody else learns that it exists."""
     member = ctx.member
@@ -399,7 +399,7 @@ def cancel_fanout(ctx: Context, args: str) -> None:
     if wanted is None or member is None or member.role not in COORDINATORS:
         raise UserError(ctx._("Send /cancel on its own to stop the current dialog."))
     b = broadcasts.get(ctx.conn, wanted)
-    if b is None or not _may_stop(ctx, b):
+    if b is None or not may_stop(ctx, b):
         raise UserError(ctx._("There is no broadcast or alert with that number."))
     if b.state == broadcasts.DRAFT:
         waiting = approvals.pending_for_subject(ctx.conn, f"broadcast:{b.id}")
