@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from bot.i18n import Translator
+from handlers.common import role_label
 from handlers.invites import create_invite
 from storage import cases, crypto, members, reports
 from storage.db import Connection
@@ -11,13 +13,15 @@ from storage.store import Store
 
 DEMO_PASSPHRASE = "demo-only-not-secret"  # noqa: S105  (the demo holds invented people only)
 
-PERSONAS = {
-    "admin": "Ada, who runs this network (admin)",
+PERSONAS = {  # what each one is now (their role, or not a member yet) is added by :who
+    "admin": "Ada, who runs this network",
     "coordinator": "Chen, a coordinator",
-    "relative": "Rana, sister of Nasrin Sotoudeh-Demo (family)",
-    "activist": "Alex, a supporter (activist)",
-    "newcomer": "someone who just found the bot (not a member yet)",
+    "relative": "Rana, sister of Nasrin Sotoudeh-Demo",
+    "activist": "Alex, a supporter",
+    "newcomer": "someone who just found the bot",
 }
+# `:as Rana` works as well as `:as relative`, in any case.
+ALIASES = {"ada": "admin", "chen": "coordinator", "rana": "relative", "alex": "activist"}
 
 CASES = [
     ("ales-demo", "Ales Demo-Bialiatski", "public"),
@@ -31,6 +35,7 @@ Welcome to the Vigil demo. Everything here is invented and lives in a throw-away
 
 You can be any of these people; switch with  :as NAME  (list with :who, leave with :quit):
   admin, coordinator, relative, activist, newcomer
+or, with :as and a name of your own, someone new who can join with an invite code.
 
 A short tour:
   1. You are the newcomer. Send /start, then /cases and /case ales-demo.
@@ -48,6 +53,12 @@ def seal_to_throwaway_key(store: Store) -> None:
     store.slots.sealing_public = pair.public
     store.slots.save(store.master)
     store.db.run_sync(reports.pin_key, crypto.key_fingerprint(pair.public))
+
+
+def people(conn: Connection) -> dict[str, str]:
+    """Everyone on the console who is a member now, and as what, for `:who`."""
+    tr = Translator("en")
+    return {name: role_label(tr, role) for name, role in members.roles_on(conn, "console").items()}
 
 
 def seed(conn: Connection, index_key: bytes) -> None:

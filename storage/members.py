@@ -163,6 +163,16 @@ def identity(conn: Connection, transport: str, address: str) -> Identity | None:
     return _identity(row) if row else None
 
 
+def roles_on(conn: Connection, transport: str) -> dict[str, str]:
+    """Every address on `transport` and its member's role, in the order they joined."""
+    rows = conn.execute(
+        "SELECT i.address, m.role FROM identities i JOIN members m ON m.id = i.member_id "
+        "WHERE i.transport = ? ORDER BY m.id",
+        (transport,),
+    ).fetchall()
+    return {address: role for address, role in rows}
+
+
 def update_chat(conn: Connection, transport: str, address: str, chat: str) -> None:
     """The member wrote from this identity in a 1:1 chat (the router calls this for private
     chats only): it is their reply address and the one they use now."""

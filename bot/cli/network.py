@@ -267,7 +267,13 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
         store.db.run_sync(demo.seed, store.subkeys.index)
         demo.seal_to_throwaway_key(store)
     settings.data_dir = data_dir
-    console = ConsoleTransport(demo.PERSONAS, "newcomer", intro=demo.INTRO)
+
+    async def people() -> dict[str, str]:
+        return await store.db.run(demo.people)
+
+    console = ConsoleTransport(
+        demo.PERSONAS, "newcomer", intro=demo.INTRO, aliases=demo.ALIASES, people=people
+    )
 
     def ready(app: Any, stop: asyncio.Event) -> None:
         console.settle = app.settle
