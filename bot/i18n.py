@@ -93,15 +93,33 @@ def _catalog(language: str) -> NullTranslations:
 
 
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "ckb", "yi"})
-_LRI, _PDI = "\u2066", "\u2069"
-# Runs of Latin letters, digits and the punctuation of commands, codes, dates and times.
-_LTR_RUN = re.compile(r"[A-Za-z0-9/@#+][A-Za-z0-9_./:@#+\-]*(?:[ ][A-Za-z0-9_./:@#+\-]+)*")
+_LRI, _PDI, _RLM = "\u2066", "\u2069", "\u200f"
+# Runs of Latin letters, digits and the punctuation of commands, codes, dates and times. An
+# isolate already in the text (a value that was itself translated) is kept whole, never nested.
+_LTR_RUN = re.compile(
+    r"\u2066[^\u2066\u2069]*\u2069"
+    r"|[A-Za-z0-9/@#+][A-Za-z0-9_./:@#+\-]*(?:[ ][A-Za-z0-9_./:@#+\-]+)*"
+)
+# What ends a sentence or a clause stays outside: `⁦/unschedule 1⁩.`, not `⁦/unschedule 1.⁩`,
+# or the full stop is drawn at the wrong end of the right-to-left line.
+_TRAILING = ".:,;-"
+
+
+def _isolate(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if run.startswith(_LRI):
+        return run
+    core = run.rstrip(_TRAILING)
+    return f"{_LRI}{core}{_PDI}{run[len(core) :]}" if core else run
 
 
 def isolate_ltr(text: str) -> str:
     """Wrap left-to-right runs in LRI…PDI so `/case ales-demo`, invite codes, 12:30 and
-    numbers keep their order inside a right-to-left sentence on Telegram and Signal."""
-    return _LTR_RUN.sub(lambda m: f"{_LRI}{m.group(0)}{_PDI}", text)
+    numbers keep their order inside a right-to-left sentence on Telegram and Signal. A line
+    that then starts with such a run gets a right-to-left mark first: without it, apps take
+    the paragraph's direction from the first strong letter and lay the line out left to right."""
+    lines = _LTR_RUN.sub(_isolate, text).split("\n")
+    return "\n".join(_RLM + line if line.startswith(_LRI) else line for line in lines)
 
 
 class Translator:
@@ -122,6 +140,11 @@ class Translator:
 
     def _finish(self, text: str) -> str:
         return isolate_ltr(text) if self.rtl else text
+
+    def layout(self, text: str) -> str:
+        """Text put together outside the catalog (`/help`'s "/cmd — summary" lines), isolated
+        like translated text so a right-to-left reader sees it in order."""
+        return self._finish(text)
 
     def number(self, value: float) -> str:
         return format_decimal(value, locale=self.locale)

@@ -165,7 +165,7 @@ def help_(ctx: Context, args: str) -> None:
     lines = [ctx._("What you can do:")]
     assert ctx.registry is not None
     for cmd in ctx.registry.allowed(ctx.member):
-        lines.append(f"/{cmd.name} — {ctx._(cmd.summary)}")
+        lines.append(ctx._.layout(f"/{cmd.name} — {ctx._(cmd.summary)}"))
     if ctx.member is None:
         lines.append("")
         lines.append(ctx._("Send /start to join, or /start CODE if someone gave you an invite."))

@@ -126,3 +126,46 @@ def test_catalog_header_has_the_languages_plural_forms(lang: str) -> None:
     for message in catalog:
         if isinstance(message.id, tuple):
             assert len(message.string) == PLURAL_FORMS[lang], message.id
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "\u2066\u2067\u2068":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == "\u2069":
+            depth -= 1
+            assert depth >= 0, "a PDI without its isolate"
+    assert depth == 0, "an isolate left open"
+    return deepest
+
+
+def test_rtl_punctuation_stays_outside_the_isolates() -> None:
+    from bot.i18n import isolate_ltr
+
+    assert isolate_ltr("برای لغو: /unschedule 1.").endswith("\u2066/unschedule 1\u2069.")
+    assert "\u2066Europe/Minsk\u2069." in isolate_ltr("منطقه زمانی: Europe/Minsk.")
+    assert "\u206612:30\u2069" in isolate_ltr("ساعت 12:30.")  # a colon inside a time stays
+
+
+def test_rtl_isolates_never_nest() -> None:
+    from bot.i18n import isolate_ltr
+
+    once = isolate_ltr("کد ABCD-EF23 و /case ales")
+    assert isolate_ltr(once) == once
+    fa = Translator("fa")
+    # A translated value inside a translated sentence: the inner isolates are kept, not wrapped.
+    inner = fa("Time zone set: {zone}.", zone="Europe/Minsk")
+    outer = fa("Language set: {name}.", name=inner)
+    assert _depth(outer) == 1
+
+
+@pytest.mark.parametrize("lang", ["fa", "ar"])
+def test_rtl_help_lines_nest_nothing_and_start_right_to_left(lang: str, chat) -> None:  # type: ignore[no-untyped-def]
+    chat.member("ann", "coordinator", language=lang)
+    text = chat.say("ann", "/help")
+    assert _depth(text) == 1
+    for line in text.split("\n"):
+        if line.startswith(("\u2066", "/")):
+            raise AssertionError(f"a line starts left to right: {line!r}")
