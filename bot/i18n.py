@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_date, format_time, get_datetime_format
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -157,8 +157,15 @@ class Translator:
             return Locale.parse(DEFAULT_LANGUAGE)
 
     def datetime(self, when: datetime, timezone: str | None) -> str:
+        """Date and time in the locale's own way, without seconds (issue 16 item 8): the medium
+        date, the short time (24- or 12-hour as the locale has it), joined by its pattern."""
         tz = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
-        return format_datetime(when, format="medium", tzinfo=tz, locale=self.locale)
+        local = when.astimezone(tz)
+        return (
+            get_datetime_format("medium", locale=self.locale)
+            .replace("{1}", format_date(local.date(), "medium", locale=self.locale))
+            .replace("{0}", format_time(local.time(), "short", locale=self.locale))
+        )
 
 
 def _fill(translated: str, source: str, values: dict[str, Any]) -> str:

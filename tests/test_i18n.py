@@ -169,3 +169,12 @@ def test_rtl_help_lines_nest_nothing_and_start_right_to_left(lang: str, chat) ->
     for line in text.split("\n"):
         if line.startswith(("\u2066", "/")):
             raise AssertionError(f"a line starts left to right: {line!r}")
+
+
+@pytest.mark.parametrize("lang", ["en", *available_languages()])
+def test_dates_and_times_have_no_seconds(lang: str) -> None:
+    from datetime import UTC, datetime
+
+    shown = Translator(lang).datetime(datetime(2026, 10, 15, 16, 30, 45, tzinfo=UTC), "UTC")
+    digits = "".join(str(int(c)) if c.isdigit() else c for c in shown)
+    assert re.search(r"30", digits) and not re.search(r"\d:\d\d:\d\d", digits), shown
