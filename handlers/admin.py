@@ -308,14 +308,14 @@ def _apply_revocation(ctx: Context, target: members.Member, remove: bool) -> str
             "message on.",
             id=target.id,
         )
-    details = ctx._(
-        "Dropped: {links} case link(s), {invites} unused invite code(s) they issued, "
-        "{broadcasts} broadcast(s) of theirs, {messages} message(s) still queued to them. "
-        "They were not told.",
-        links=done.links,
-        invites=done.invites,
-        broadcasts=done.broadcasts,
-        messages=done.messages,
+    _ = ctx._
+    details = _(
+        "Dropped: {links}, {invites} they issued, {broadcasts} of theirs, {messages} still "
+        "queued to them. They were not told.",
+        links=_.plural("{n} case link", "{n} case links", done.links),
+        invites=_.plural("{n} unused invite code", "{n} unused invite codes", done.invites),
+        broadcasts=_.plural("{n} broadcast", "{n} broadcasts", done.broadcasts),
+        messages=_.plural("{n} message", "{n} messages", done.messages),
     )
     return first + "\n" + details
 

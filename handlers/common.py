@@ -223,6 +223,12 @@ def role_name(ctx: Context, role: str) -> str:
     return role_label(ctx._, role)
 
 
+def count_people(tr: Translator, n: int) -> str:
+    """ "1 person", "5 people": a count of people inside a longer sentence, in the reader's
+    plural forms (three in Russian, six in Arabic)."""
+    return tr.plural("{n} person", "{n} people", n)
+
+
 def role_label(tr: Translator, role: str) -> str:
     """The role in the reader's words; `tr` for a text that goes to someone else."""
     names = {

@@ -151,4 +151,4 @@ def test_a_report_keeps_at_most_the_allowed_files_and_says_so(chat: ChatHarness)
     reply = chat.say("rana", "/report nasrin photos from the visit", attachments=atts)
     stored = chat.run(lambda c: c.execute("SELECT count(*) FROM report_attachments").fetchone()[0])
     assert stored == n
-    assert "could not be received" in reply and "3 file(s)" in reply
+    assert "could not be received" in reply and "3 files could not be received" in reply

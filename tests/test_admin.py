@@ -76,7 +76,7 @@ def test_revoke_strips_every_privilege_at_once(net: ChatHarness) -> None:
     assert role(net, "coo") == "coordinator"  # nothing yet: it waits for /confirm
     reply = net.say("ada", "/confirm")
     assert "now a supporter" in reply and "1 case link" in reply and "1 unused invite" in reply
-    assert "2 broadcast(s)" in reply and "They were not told" in reply
+    assert "2 broadcasts of theirs" in reply and "They were not told" in reply
     assert role(net, "coo") == "activist"
     assert net.run(lambda c: c.execute(queued, (coo,)).fetchone()[0]) == 0
     states = net.run(lambda c: c.execute("SELECT state FROM broadcasts").fetchall())

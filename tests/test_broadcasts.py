@@ -85,8 +85,8 @@ def test_segments(chat: ChatHarness) -> None:
     chat.say("ann", "/subscribe ales")
     assert "4 people" in chat.say("cora", "/broadcast all x")
     assert "2 people" in chat.say("cora", "/broadcast role:activists x")
-    assert "1 people" in chat.say("cora", "/broadcast role:family x")
-    assert "1 people" in chat.say("cora", "/broadcast lang:ru x")
+    assert "1 person (1 message)" in chat.say("cora", "/broadcast role:family x")
+    assert "1 person" in chat.say("cora", "/broadcast lang:ru x")
     # A case: its followers, its relatives and its coordinators.
     assert "followers and relatives of Ales B.: 3 people" in chat.say(
         "cora", "/broadcast case:ales x"

@@ -25,7 +25,7 @@ from handlers.approvals import core as approval
 from handlers.broadcasts.engine import materialise
 from handlers.broadcasts.progress import DRAFT_TTL, counts, progress_text
 from handlers.broadcasts.timing import remember_defaults
-from handlers.common import clean_text, coordinated_case, role_label
+from handlers.common import clean_text, coordinated_case, count_people, role_label
 from storage import approvals, audience, broadcasts, cases, members, outbox
 from storage.approvals import Approval
 from storage.broadcasts import Broadcast
@@ -124,13 +124,13 @@ def broadcast(ctx: Context, args: str) -> None:
     assert bid is not None
     ctx.audit("broadcast.drafted", f"broadcast:{bid}")
     preview = ctx._(
-        "Broadcast #{id} to {label}: {people} people ({messages} messages).\n\n"
+        "Broadcast #{id} to {label}: {audience} ({messages}).\n\n"
         "{text}\n\n"
         "Send /confirm to send it, or /cancel {id} to drop it. The draft expires in an hour.",
         id=bid,
         label=label,
-        people=people,
-        messages=messages,
+        audience=count_people(ctx._, people),
+        messages=ctx._.plural("{n} message", "{n} messages", messages),
         text=text,
     )
     # The reach goes right after the count it explains, before the text.
@@ -200,10 +200,10 @@ def confirm(ctx: Context, args: str) -> None:
 
         def preview(_: Translator) -> str:
             head, sep, rest = _(
-                "Broadcast #{id} to {label}: {people} people.\n\n{text}",
+                "Broadcast #{id} to {label}: {audience}.\n\n{text}",
                 id=b.id,
                 label=segment_label(ctx.conn, _, segment),
-                people=people,
+                audience=count_people(_, people),
                 text=text,
             ).partition("\n\n")
             return head + "\n" + reach_line(_, public, hint=False) + sep + rest
@@ -314,10 +314,9 @@ def approved_broadcast(ctx: Context, a: Approval) -> str | None:
     )  # fmt: skip
     ctx.audit("broadcast.approved", f"broadcast:{b.id}")
     return ctx._(
-        "Approved: broadcast #{id} is going out to {people} people. Its author follows the "
-        "progress.",
+        "Approved: broadcast #{id} is going out to {audience}. Its author follows the progress.",
         id=b.id,
-        people=people,
+        audience=count_people(ctx._, people),
     )
 
 

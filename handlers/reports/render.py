@@ -117,10 +117,12 @@ def thanks(ctx: Context, case: cases.Case, report_id: int, skipped: int) -> str:
     ]
     if skipped:
         lines.append(
-            ctx._(
-                "{n} file(s) could not be received (too large or too many; the limit is {mb} MB "
+            ctx._.plural(
+                "{n} file could not be received (too large or too many; the limit is {mb} MB "
+                "each) and was left out.",
+                "{n} files could not be received (too large or too many; the limit is {mb} MB "
                 "each) and were left out.",
-                n=skipped,
+                skipped,
                 mb=ctx.services.max_attachment_bytes // (1024 * 1024),
             )
         )

@@ -77,12 +77,14 @@ def post(ctx: Context, case: cases.Case, kind: str, flags: list[str], text: str)
     )
     ctx.audit("case.update", f"case:{case.id}")
     ctx.reply(
-        ctx._(
+        ctx._.plural(
+            "Update posted for {name} ({kind}). {n} follower will be alerted "
+            "(alert #{id}; /cancel {id} stops it).",
             "Update posted for {name} ({kind}). {n} followers will be alerted "
             "(alert #{id}; /cancel {id} stops it).",
+            people,
             name=case.name,
             kind=kind_label(ctx._, kind),
-            n=people,
             id=bid,
         )
     )
