@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from bot.capability import Capability, Commands
 from bot.context import ANYONE, COORDINATORS, Context, UserError
 from bot.i18n import N_
+from bot.messages import Choice
 from handlers import transfers
 from handlers.actions import on_case_hearing_set
 from handlers.common import (
@@ -122,6 +123,7 @@ def status_label(ctx: Context, status: str) -> str:
 # --- /cases and /case --------------------------------------------------------------------------
 
 MAX_LISTED = 50
+OFFERED_CASES = 10  # /case without a name: a menu; /cases lists them all
 
 
 @commands.command("cases", roles=ANYONE, summary=N_("the cases you can follow"), order=10)
@@ -143,6 +145,16 @@ def list_cases(ctx: Context, args: str) -> None:
 
 @commands.command("case", roles=ANYONE, summary=N_("a case card: /case NAME"), order=11)
 def show_case(ctx: Context, args: str) -> None:
+    if not args.strip():
+        listed = cases.visible_to(ctx.conn, ctx.member.id if ctx.member else None,
+                                  ctx.member.role if ctx.member else None)  # fmt: skip
+        if not listed:
+            raise UserError(ctx._("There are no cases yet."))
+        ctx.reply(
+            ctx._("Which case? Choose one, or send /case NAME."),
+            tuple(Choice(c.name, f"/case {c.slug}") for c in listed[:OFFERED_CASES]),
+        )
+        return
     case = visible_case(ctx, args.strip().lower())  # a slug, or a name with its spaces
     ctx.reply(case_card(ctx, case))
 

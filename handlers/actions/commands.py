@@ -151,6 +151,37 @@ def list_actions(ctx: Context, args: str) -> None:
     ctx.reply("\n".join(lines), tuple(choices))
 
 
+OFFERED = 8  # a menu longer than this is read by nobody; /actions lists them all
+
+
+def _offer(ctx: Context, command: str, *, manage: bool = False, going: bool | None = None) -> None:
+    """A command sent without its ID: the actions it could apply to, as a menu (issue 16 item
+    9), rather than "no such id". `going` keeps those the member has (or has not) joined."""
+    member = ctx.require_member()
+    listed = actions.upcoming_for(
+        ctx.conn, ctx.now, member_id=member.id, role=member.role,
+        coordinator=member.role in COORDINATORS, limit=MAX_LISTED,
+    )  # fmt: skip
+    tz = _member_zone(ctx)
+    choices: list[Choice] = []
+    for item in listed:
+        a, occ = item.action, item.occurrence
+        if manage and not may_manage(ctx.conn, a, member):
+            continue
+        if going is not None and actions.is_going(ctx.conn, occ.id, member.id) != going:
+            continue
+        case = cases.get(ctx.conn, a.case_id) if a.case_id else None
+        when = fmt_when(ctx._, occ.start_at, tz, a.all_day)
+        label = ctx._.layout(f"{action_title(ctx._, a, case)} · {when} (#{a.id})")
+        choices.append(Choice(label, f"/{command} {a.id}"))
+    if not choices:
+        raise UserError(ctx._("No actions are planned right now."))
+    ctx.reply(
+        ctx._("Which action? Choose one, or send /{command} ID.", command=command),
+        tuple(choices[:OFFERED]),
+    )
+
+
 def _next_occ(ctx: Context, action: Action) -> Occurrence:
     ensure_materialised(ctx.conn, action, ctx.now)
     occ = actions.next_occurrence(ctx.conn, action.id, ctx.now)
@@ -169,6 +200,10 @@ def _second(args: str) -> str | None:
 )
 def join(ctx: Context, args: str) -> None:
     member = ctx.require_member()
+    if not args.strip():
+        if not member.vetted:
+            raise UserError(ctx._(JOIN_FOR_VETTED))
+        return _offer(ctx, "join", going=False)
     action = visible_action(ctx, args)
     if not member.vetted:
         raise UserError(ctx._(JOIN_FOR_VETTED))  # an RSVP would earn the place (THREATS 15)
@@ -215,6 +250,8 @@ def join(ctx: Context, args: str) -> None:
 )
 def leave(ctx: Context, args: str) -> None:
     member = ctx.require_member()
+    if not args.strip():
+        return _offer(ctx, "leave", going=True)
     action = visible_action(ctx, args)
     second = _second(args)
     if second in ("all", "series"):
@@ -236,6 +273,8 @@ def leave(ctx: Context, args: str) -> None:
     "headcount", roles=COORDINATORS, summary=N_("who is coming: /headcount ID"), order=46
 )
 def headcount(ctx: Context, args: str) -> None:
+    if not args.strip():
+        return _offer(ctx, "headcount", manage=True)
     action = visible_action(ctx, args, manage=True)
     ensure_materialised(ctx.conn, action, ctx.now)
     case = cases.get(ctx.conn, action.case_id) if action.case_id else None
@@ -403,6 +442,8 @@ def edit_action(ctx: Context, args: str) -> None:
 )
 def unschedule(ctx: Context, args: str) -> None:
     ctx.services.poke_alarm()  # a schedule may change: re-arm after this commits
+    if not args.strip():
+        return _offer(ctx, "unschedule", manage=True)
     action = visible_action(ctx, args, manage=True)
     if action.state != actions.ACTIVE:
         raise UserError(ctx._("Action #{id} has already taken place.", id=action.id))
