@@ -227,6 +227,30 @@ def count(
     """(people, messages) the audience reaches now: members with an identity a message can go
     to, and the messages (one per person: each goes to one identity, bot/notify.py). The same
     `reach_open` as the fan-out's, so the preview's count is the fan-out's."""
+    reached, params = _reached(conn, segment, default_language, reach_open)
+    row = conn.execute(f"SELECT count(DISTINCT m.id), count(*) {reached}", params).fetchone()
+    return row[0], row[1]
+
+
+def languages(
+    conn: Connection, segment: str, default_language: str = "en", *, reach_open: bool = False
+) -> dict[str, int]:
+    """People the audience reaches, by the language their messages are written in (theirs, or
+    the network's default): what a broadcast's translations have to cover."""
+    reached, params = _reached(conn, segment, default_language, reach_open)
+    params = {**params, "default_language": default_language}
+    rows = conn.execute(
+        f"SELECT coalesce(m.language, :default_language), count(DISTINCT m.id) {reached} "
+        "GROUP BY 1",
+        params,
+    ).fetchall()
+    return {lang: n for lang, n in rows}
+
+
+def _reached(
+    conn: Connection, segment: str, default_language: str, reach_open: bool
+) -> tuple[str, dict[str, Any]]:
+    """FROM … WHERE … of the members `count` and `languages` count: one reachable identity each."""
     seg = Segment.parse(segment)
     joins, condition, params = _rules(conn, seg, default_language, reach_open)
     scope = ""
@@ -237,15 +261,14 @@ def count(
             if (seg.kind == "case")
             else ")"
         )
-    row = conn.execute(
-        "SELECT count(DISTINCT m.id), count(*) FROM members m "
+    sql = (
+        "FROM members m "
         "JOIN identities i ON i.member_id = m.id AND i.reachable = 1 "
         "AND i.rowid = (SELECT r.rowid FROM identities r WHERE r.member_id = m.id "
         "AND r.reachable = 1 ORDER BY r.quarantined, r.preferred DESC, r.created_at "
-        f"LIMIT 1) {joins}WHERE {condition} {scope}",
-        params,
-    ).fetchone()
-    return row[0], row[1]
+        f"LIMIT 1) {joins}WHERE {condition} {scope}"
+    )
+    return sql, params
 
 
 def vetted_among(conn: Connection, ids: list[int]) -> set[int]:

@@ -115,6 +115,21 @@ def get(conn: Connection, broadcast_id: int) -> Broadcast | None:
     return _row(row) if row else None
 
 
+def set_translation(conn: Connection, broadcast_id: int, language: str, text: str) -> bool:
+    """Add (or replace) a draft's text for one language; False once it is no longer a draft.
+    Kept in the body next to the original, so the fan-out and its retries read one row."""
+    b = get(conn, broadcast_id)
+    if b is None or b.state != DRAFT:
+        return False
+    body = dict(b.body)
+    body["translations"] = {**body.get("translations", {}), language: text}
+    conn.execute(
+        "UPDATE broadcasts SET body = ? WHERE id = ? AND state = 'draft'",
+        (json.dumps(body, ensure_ascii=False), broadcast_id),
+    )
+    return True
+
+
 def latest_draft(conn: Connection, author_id: int, since: float) -> Broadcast | None:
     row = conn.execute(
         f"SELECT {_COLS} FROM broadcasts WHERE state = 'draft' AND author_id = ? "

@@ -94,6 +94,8 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
     "broadcast": ("/broadcast case:alpha Come to the court.", row(U, U, U, U, A, N, A)),
     "invite": ("/invite family alpha", row(U, U, U, U, A, N, A)),
     "confirm": ("/confirm", row(U, U, U, U, A, A, A)),
+    # A translation is its author's to add: anyone else hears "no such draft".
+    "translate": ("/translate {b_draft} ru Приходите в суд.", row(U, U, U, U, A, N, N)),
     # A read of the member's own cases and requests: every coordinator gets an answer.
     "overview": ("/overview", row(U, U, U, U, A, A, A)),
     # -- administrators --------------------------------------------------------------------
@@ -138,6 +140,7 @@ PROBES: dict[str, str] = {
     "invite": "/invite family nosuchcase",
     "trust": "/trust 987654",
     "approve": "/approve 987654",
+    "translate": "/translate 987654 ru Приходите в суд.",
     "reject": "/reject 987654",
 }
 

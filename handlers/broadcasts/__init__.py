@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from bot.capability import Capability
 from bot.jobs import JobContext, Producer
+from handlers.broadcasts import translations  # noqa: F401  (registers /translate)
 from handlers.broadcasts.alerts import (
     DIGEST_ITEM_CHARS,
     FLAGS,

@@ -136,6 +136,23 @@ def broadcast(ctx: Context, args: str) -> None:
     # The reach goes right after the count it explains, before the text.
     head, sep, rest = preview.partition("\n\n")
     preview = head + "\n" + reach_line(ctx._, public) + sep + rest
+    from handlers.broadcasts.translations import coverage  # it registers on this module
+
+    draft = broadcasts.get(ctx.conn, bid)
+    assert draft is not None
+    if (
+        len(audience.languages(ctx.conn, segment, ctx.services.default_language, reach_open=public))
+        > 1
+    ):
+        preview += (
+            "\n"
+            + coverage(ctx, draft)
+            + "\n"
+            + ctx._(
+                "To give readers of another language their own text: /translate {id} LANG TEXT",
+                id=bid,
+            )
+        )
     if needs_approval(ctx, segment, people)[0]:
         preview += "\n" + ctx._(
             "This audience needs a second person: after /confirm, another administrator (or "

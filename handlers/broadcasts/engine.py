@@ -30,7 +30,8 @@ Render = Callable[[Connection, Broadcast, Recipient, Translator], dict[str, Any]
 def _render_broadcast(
     conn: Connection, b: Broadcast, r: Recipient, tr: Translator
 ) -> dict[str, Any] | None:
-    return {"text": b.body["text"]}
+    # The author's text for the recipient's language (/translate), else the original.
+    return {"text": b.body.get("translations", {}).get(tr.language, b.body["text"])}
 
 
 RENDERERS: dict[str, Render] = {"broadcast": _render_broadcast, "alert": render_alert}
