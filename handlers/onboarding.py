@@ -148,6 +148,16 @@ def _redeem(ctx: Context, code: str) -> None:
                     name=case.name,
                 )
             )
+            lines.append(
+                ctx._(
+                    "A report is how the people working for {name} learn how they are: their "
+                    "health, what you heard at a visit, a call or a letter, what is needed. "
+                    "You can also simply write your news here; I will ask before sending it. "
+                    "Please leave out the names of people who are still free, phone numbers "
+                    "and plans: if a phone is taken, less is then at risk.",
+                    name=case.name,
+                )
+            )
         if not caps.end_to_end:
             lines.append(
                 ctx._(

@@ -75,6 +75,9 @@ def test_family_invite_ties_member_to_case(chat: ChatHarness) -> None:
     assert "relative" in reply and "Nasrin S." in reply
     assert "not end-to-end encrypted" in reply  # told once that Telegram can read the chat
     assert role_of(chat, "rana") == "family"
+    # What a report is for, that plain news is welcome, and what to leave out (issue 16 item 4).
+    assert "simply write your news here" in reply
+    assert "names of people who are still free, phone numbers and plans" in reply
 
 
 def test_the_platform_decides_the_warning_and_the_disappearing_timer(chat: ChatHarness) -> None:
