@@ -66,7 +66,7 @@ def test_update_alerts_instant_followers_only(chat: ChatHarness) -> None:
     assert "Monday 10:00" in to_ann[0].text and "/case ales" in to_ann[0].text
     assert not [r for r in rows if r.chat == "bob"]  # the digest will carry it
     reply = next(r.text for r in rows if r.chat == "cora")
-    assert "2 followers will be alerted" in reply and "/cancel" in reply
+    assert "Followers to be alerted: 2" in reply and "/cancel" in reply
     # The update itself is stored as a public case update.
     latest = chat.run(lambda c: cases.latest_updates(c, cases.by_slug(c, "ales").id))
     assert latest[0].kind == "hearing" and "Monday" in latest[0].text

@@ -77,14 +77,14 @@ def post(ctx: Context, case: cases.Case, kind: str, flags: list[str], text: str)
     )
     ctx.audit("case.update", f"case:{case.id}")
     ctx.reply(
-        ctx._.plural(
-            "Update posted for {name} ({kind}). {n} follower will be alerted "
+        # "Followers to be alerted: N" reads right for any N in every language, where
+        # "N followers" would need plural forms the sentence around it cannot take.
+        ctx._(
+            "Update posted for {name} ({kind}). Followers to be alerted: {n} "
             "(alert #{id}; /cancel {id} stops it).",
-            "Update posted for {name} ({kind}). {n} followers will be alerted "
-            "(alert #{id}; /cancel {id} stops it).",
-            people,
             name=case.name,
             kind=kind_label(ctx._, kind),
+            n=people,
             id=bid,
         )
     )
