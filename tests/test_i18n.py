@@ -178,3 +178,16 @@ def test_dates_and_times_have_no_seconds(lang: str) -> None:
     shown = Translator(lang).datetime(datetime(2026, 10, 15, 16, 30, 45, tzinfo=UTC), "UTC")
     digits = "".join(str(int(c)) if c.isdigit() else c for c in shown)
     assert re.search(r"30", digits) and not re.search(r"\d:\d\d:\d\d", digits), shown
+
+
+def test_arabic_plural_forms_follow_the_header_order() -> None:
+    # The header's form 4 is n % 100 in 0..2 (100, 101, 102: "100 شخص", a genitive) and form 5
+    # is 11..99 ("15 شخصًا", an accusative): a translator used to CLDR's order swaps them.
+    with (LOCALES_DIR / "ar" / "LC_MESSAGES" / "vigil.po").open("rb") as f:
+        catalog = read_po(f)
+    swapped = [
+        m.id[0]
+        for m in catalog
+        if isinstance(m.id, tuple) and "ًا" in m.string[4] and "ًا" not in m.string[5]
+    ]
+    assert not swapped
