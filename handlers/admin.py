@@ -170,7 +170,7 @@ def list_members(ctx: Context, args: str) -> None:
 )
 def promote(ctx: Context, args: str) -> None:
     words = args.split()
-    if len(words) < 2 or words[1].lower() not in PROMOTABLE:
+    if len(words) < 2 or members.parse_role(words[1]) not in PROMOTABLE:
         raise UserError(
             ctx._(
                 "Send /promote N ROLE [CASE]: N is the member's number (they see it in "

@@ -198,7 +198,9 @@ def test_who_shows_people_as_they_are_after_joins(tmp_path: Path) -> None:
 
 FA_LANGUAGE_SET = "زبان تنظیم شد: فارسی."  # what /language fa answers, in logical order
 FA_LANGUAGE_SET_SHOWN = ".یسراف :دش میظنت نابز"  # and as it reads on a terminal, right to left
-STRIP_ISOLATES = dict.fromkeys(range(0x2066, 0x206A))
+# The terminal drops bidi controls after reordering: isolates, and the RLM that starts a line
+# beginning with a command (bot/i18n.py).
+STRIP_ISOLATES = dict.fromkeys([*range(0x2066, 0x206A), 0x200E, 0x200F])
 
 
 def outbox_texts(data_dir: Path, chat: str) -> list[str]:
@@ -236,11 +238,14 @@ def test_persian_reply_printed_in_visual_order_stored_in_logical_order(tmp_path:
         assert shown == display(line), line
         if re.search(r"[\u0600-\u06ff]", line):
             assert shown != line
-        if not any(unicodedata.bidirectional(ch) == "NSM" for ch in line):
-            # python-bidi's own reordering, isolates dropped (its brackets here are left to right)
+        if not any(unicodedata.bidirectional(ch) == "NSM" for ch in line) and not re.search(
+            r"[][()]", line
+        ):
+            # python-bidi's own reordering, isolates dropped; it neither places combining marks
+            # nor mirrors brackets, which terminal_bidi does (tested on their own above)
             assert shown == get_display(line).translate(STRIP_ISOLATES), line
             plain += 1
-    assert plain >= len(logical) - 2
+    assert plain >= len(logical) // 2  # most lines: no marks, no brackets
     assert not re.search("[\u2066-\u2069]", "\n".join(printed))
 
 

@@ -173,3 +173,9 @@ def test_case_without_a_name_offers_only_the_visible_cases(net: ChatHarness) -> 
     offer = net.send("ann", "/case")[-1]
     assert sorted(c[1] for c in offer.choices) == ["/case ales", "/case nasrin"]
     assert "/case hidden" in [c[1] for c in net.send("coo", "/case")[-1].choices]
+
+
+@pytest.mark.parametrize("words", ["administrator", "admin", "relative nasrin", "family nasrin"])
+def test_promote_takes_the_reply_words_too(net: ChatHarness, words: str) -> None:
+    reply = net.say("ada", f"/promote {net.members['ann']} {words}")
+    assert "/confirm" in reply, reply
