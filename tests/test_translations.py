@@ -91,3 +91,23 @@ def test_not_while_a_second_person_is_asked(net: ChatHarness) -> None:
     net.say("coo", f"/confirm {bid}")
     refused = net.say("coo", f"/translate {bid} ru Пикет сегодня")
     assert "waiting for a second person" in refused
+
+
+def test_a_group_chat_or_a_replay_adds_nothing(net: ChatHarness) -> None:
+    bid, _ = draft(net, "Court at nine")
+    # From a group the author is in: no reply, no translation (the text would name the group).
+    assert net.send("coo", f"/translate {bid} ru Суд в девять", chat="grp", private=False) == []
+    net.send("coo", f"/translate {bid} ru Суд в девять", key="once")
+    # The same message delivered again (a platform retry) must not act a second time.
+    assert net.send("coo", f"/translate {bid} ru Суд в девять!!", key="once") == []
+    mark = net.last_id()
+    net.say("coo", f"/confirm {bid}")
+    assert received(net, mark)["ivan"] == "Суд в девять"
+
+
+def test_the_author_on_the_other_transport_is_the_same_author(net: ChatHarness) -> None:
+    bid, _ = draft(net, "Court at nine")
+    # Another person's Telegram account is not the author, whatever it types.
+    net.member("mallory", "coordinator", coordinates=("nasrin",), transport="telegram")
+    before = net.say("mallory", "/translate 987654 ru x", transport="telegram")
+    assert net.say("mallory", f"/translate {bid} ru x", transport="telegram") == before

@@ -140,13 +140,13 @@ def broadcast(ctx: Context, args: str) -> None:
 
     draft = broadcasts.get(ctx.conn, bid)
     assert draft is not None
-    if (
-        len(audience.languages(ctx.conn, segment, ctx.services.default_language, reach_open=public))
-        > 1
-    ):
+    by_language = audience.languages(
+        ctx.conn, segment, ctx.services.default_language, reach_open=public
+    )
+    if len(by_language) > 1:
         preview += (
             "\n"
-            + coverage(ctx, draft)
+            + coverage(ctx, draft, by_language)
             + "\n"
             + ctx._(
                 "To give readers of another language their own text: /translate {id} LANG TEXT",

@@ -37,11 +37,13 @@ def _own_draft(ctx: Context, word: str) -> Broadcast:
     return b
 
 
-def coverage(ctx: Context, b: Broadcast) -> str:
-    """How many get which text: the preview line that shows what translations are missing."""
-    by_language = audience.languages(
-        ctx.conn, b.segment, ctx.services.default_language, reach_open=b.public
-    )
+def coverage(ctx: Context, b: Broadcast, by_language: dict[str, int] | None = None) -> str:
+    """How many get which text: the preview line that shows what translations are missing.
+    `by_language`: the audience's languages when the caller has counted them already."""
+    if by_language is None:
+        by_language = audience.languages(
+            ctx.conn, b.segment, ctx.services.default_language, reach_open=b.public
+        )
     have = set(b.body.get("translations", {}))
     parts = [
         ctx._.plural(
